@@ -1,0 +1,1 @@
+"""The ZeroMQ adapter of the order execution port."""

@@ -1,0 +1,244 @@
+"""Typed, immutable models of the order contract.
+
+Requests are imperatives (``SubmitOrder``, ``AmendOrder``, ...); what the venue says back is an
+``Acknowledgement`` (or a ``Rejection``) to the requester and ``ExecutionReport`` events on the
+strategy's stream. Prices and quantities are ``Decimal``; timestamps are timezone-aware.
+Constructing an invalid request raises ``pydantic.ValidationError`` at the caller, before anything
+is sent.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from ports.enums import (
+    AckAction,
+    CancelReason,
+    ErrorReason,
+    ExecType,
+    OrderStatus,
+    OrderType,
+    Outcome,
+    Side,
+    TimeInForce,
+)
+
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:/\-]+$")
+]
+"""Client order ids, strategy ids and instruments: 1-64 chars of ``A-Z a-z 0-9 . _ : / -``."""
+
+Quantity = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+Price = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class SubmitOrder(_Model):
+    """Place a new order. ``client_order_id`` is unique per strategy, for ever."""
+
+    client_order_id: Identifier
+    strategy_id: Identifier
+    instrument: Identifier
+    side: Side
+    quantity: Quantity
+    order_type: OrderType
+    limit_price: Price | None = None
+    time_in_force: TimeInForce = TimeInForce.DAY
+    expire_at: AwareDatetime | None = Field(
+        default=None, description="The venue never executes the order after this instant."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.order_type is OrderType.LIMIT and self.limit_price is None:
+            raise ValueError("a LIMIT order needs a limit_price")
+        if self.order_type is OrderType.MARKET and self.limit_price is not None:
+            raise ValueError("a MARKET order takes no limit_price")
+        if self.expire_at is not None and self.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+            raise ValueError(f"{self.time_in_force.name} orders never rest, so take no expire_at")
+        return self
+
+
+class AmendOrder(_Model):
+    """Change a working order's quantity and/or limit price. The order keeps its client order id."""
+
+    client_order_id: Identifier
+    strategy_id: Identifier
+    quantity: Quantity | None = None
+    limit_price: Price | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if self.quantity is None and self.limit_price is None:
+            raise ValueError("an amend needs a new quantity and/or a new limit_price")
+        return self
+
+
+class CancelOrder(_Model):
+    """Cancel a working order."""
+
+    client_order_id: Identifier
+    strategy_id: Identifier
+
+
+class CancelAllOrders(_Model):
+    """Cancel every open order of the strategy, optionally only one instrument and/or side."""
+
+    strategy_id: Identifier
+    instrument: Identifier | None = None
+    side: Side | None = None
+
+
+class QueryOrder(_Model):
+    """Ask for one order's current state."""
+
+    client_order_id: Identifier
+    strategy_id: Identifier
+
+
+class ListOpenOrders(_Model):
+    """Ask for the strategy's open orders, optionally of one instrument."""
+
+    strategy_id: Identifier
+    instrument: Identifier | None = None
+
+
+Request = SubmitOrder | AmendOrder | CancelOrder | CancelAllOrders | QueryOrder | ListOpenOrders
+OrderRequest = SubmitOrder | AmendOrder | CancelOrder
+
+
+# --- replies ----------------------------------------------------------------------------------
+
+
+class OrderSnapshot(_Model):
+    """An order as the venue holds it at ``updated_at``.
+
+    ``last_seq`` is the stream sequence number of the latest event about this order (0 if none):
+    events with a higher number are newer than this snapshot.
+    """
+
+    strategy_id: Identifier
+    client_order_id: Identifier
+    venue_order_id: str
+    instrument: Identifier
+    side: Side
+    order_type: OrderType
+    time_in_force: TimeInForce
+    quantity: NonNegative
+    limit_price: Price | None
+    expire_at: AwareDatetime | None
+    status: OrderStatus
+    cum_qty: NonNegative
+    leaves_qty: NonNegative
+    avg_px: Price | None
+    last_seq: int = Field(ge=0)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class Acknowledgement(_Model):
+    """The venue accepted a submit, amend or cancel; ``order`` is the order right after it."""
+
+    action: AckAction
+    order: OrderSnapshot
+
+
+class CancelAllAcknowledgement(_Model):
+    """The venue canceled (or began to cancel) these orders."""
+
+    strategy_id: Identifier
+    client_order_ids: tuple[Identifier, ...]
+
+
+class OpenOrders(_Model):
+    """Reply to ``ListOpenOrders``, oldest order first."""
+
+    strategy_id: Identifier
+    orders: tuple[OrderSnapshot, ...]
+
+
+class Rejection(_Model):
+    """A failed request, as data: what travels instead of a reply. ``ports.errors`` turns it into
+    the matching ``PortError``."""
+
+    reason: ErrorReason
+    message: str
+    outcome: Outcome = Outcome.DEFINITE
+    retry_after: float | None = Field(default=None, ge=0)
+    client_order_id: Identifier | None = None
+
+
+Reply = Acknowledgement | CancelAllAcknowledgement | OrderSnapshot | OpenOrders
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+class Fill(_Model):
+    """One execution. ``fill_id`` is unique at the venue: use it to drop a duplicate."""
+
+    fill_id: str
+    strategy_id: Identifier
+    client_order_id: Identifier
+    instrument: Identifier
+    side: Side
+    quantity: Quantity
+    price: Price
+    venue_time: AwareDatetime
+
+
+class ExecutionReport(_Model):
+    """Something happened to an order (FIX ExecutionReport).
+
+    ``seq`` numbers the strategy's stream without gaps from 1; ``venue_seq`` numbers the venue's
+    all-events stream. Fill fields (``last_qty``, ``last_px``, ``fill_id``) are set on ``TRADE``.
+    """
+
+    seq: int = Field(ge=1)
+    venue_seq: int = Field(ge=1)
+    exec_type: ExecType
+    status: OrderStatus
+    strategy_id: Identifier
+    client_order_id: Identifier
+    venue_order_id: str
+    instrument: Identifier
+    side: Side
+    order_type: OrderType
+    limit_price: Price | None
+    quantity: NonNegative
+    cum_qty: NonNegative
+    leaves_qty: NonNegative
+    avg_px: Price | None
+    last_qty: NonNegative = Decimal(0)
+    last_px: Price | None = None
+    fill_id: str | None = None
+    reject_reason: ErrorReason | None = None
+    cancel_reason: CancelReason | None = None
+    text: str = ""
+    venue_time: AwareDatetime
+
+    @property
+    def fill(self) -> Fill | None:
+        """The fill this report carries, or None."""
+        if self.fill_id is None or self.last_px is None:
+            return None
+        return Fill(
+            fill_id=self.fill_id,
+            strategy_id=self.strategy_id,
+            client_order_id=self.client_order_id,
+            instrument=self.instrument,
+            side=self.side,
+            quantity=self.last_qty,
+            price=self.last_px,
+            venue_time=self.venue_time,
+        )

@@ -1,0 +1,129 @@
+"""``OrderExecutionPort``: the one way a strategy talks to a venue, whatever the venue is.
+
+A port belongs to one strategy (``strategy_id``). Every request model passed to it must carry that
+strategy id. Submit, amend and cancel come in two acknowledgement patterns:
+
+- ``submit(order)`` waits for the venue's acknowledgement and returns it, or raises the typed error
+  (rejected, throttled, timed out);
+- ``submit_nowait(order)`` returns an ``OrderHandle`` as soon as the request is sent; await
+  ``handle.acknowledged(timeout)`` later, iterate ``handle.events``.
+
+Either way the venue's events also arrive on ``updates()``. Use the port as an async context
+manager; a closed port raises ``PortClosedError`` on every call.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import StrEnum
+from types import TracebackType
+from typing import Self
+
+from ports.enums import Side
+from ports.models import (
+    Acknowledgement,
+    AmendOrder,
+    CancelAllAcknowledgement,
+    CancelOrder,
+    OrderSnapshot,
+    SubmitOrder,
+)
+from ports.streams import OrderHandle, UpdateStream
+
+
+class PortState(StrEnum):
+    """Lifecycle of a port."""
+
+    IDLE = "idle"  # created, not opened yet
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # connection lost; requests wait or fail, the port retries
+    CLOSED = "closed"  # for good: every call raises PortClosedError
+
+
+class OrderExecutionPort(ABC):
+    """Submit, amend and cancel orders and follow their status and fills, asynchronously.
+
+    ``timeout`` arguments are seconds to wait for the venue's answer (None: the port's default);
+    past it the call raises ``AckTimeoutError`` and the request's outcome is unknown.
+    """
+
+    @property
+    @abstractmethod
+    def strategy_id(self) -> str:
+        """The strategy this port trades for."""
+
+    @property
+    @abstractmethod
+    def state(self) -> PortState:
+        """Where the port is in its lifecycle."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect to the venue. Idempotent while open; raises PortClosedError once closed."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Close for good: end every update stream, fail unanswered requests. Idempotent."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def submit(self, order: SubmitOrder, *, timeout: float | None = None) -> Acknowledgement:
+        """Place an order and wait until the venue accepts it."""
+
+    @abstractmethod
+    async def submit_nowait(self, order: SubmitOrder) -> OrderHandle:
+        """Place an order; return once it is sent."""
+
+    @abstractmethod
+    async def amend(self, amend: AmendOrder, *, timeout: float | None = None) -> Acknowledgement:
+        """Change a working order and wait until the venue has applied the change."""
+
+    @abstractmethod
+    async def amend_nowait(self, amend: AmendOrder) -> OrderHandle:
+        """Change a working order; return once the request is sent."""
+
+    @abstractmethod
+    async def cancel(self, cancel: CancelOrder, *, timeout: float | None = None) -> Acknowledgement:
+        """Cancel a working order and wait until it is canceled."""
+
+    @abstractmethod
+    async def cancel_nowait(self, cancel: CancelOrder) -> OrderHandle:
+        """Cancel a working order; return once the request is sent."""
+
+    @abstractmethod
+    async def cancel_all(
+        self,
+        instrument: str | None = None,
+        side: Side | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> CancelAllAcknowledgement:
+        """Cancel every open order of this strategy (optionally one instrument and/or side)."""
+
+    @abstractmethod
+    async def order_status(
+        self, client_order_id: str, *, timeout: float | None = None
+    ) -> OrderSnapshot:
+        """The order as the venue holds it now. Raises OrderRejectedError(UNKNOWN_ORDER)."""
+
+    @abstractmethod
+    async def open_orders(
+        self, instrument: str | None = None, *, timeout: float | None = None
+    ) -> tuple[OrderSnapshot, ...]:
+        """This strategy's open orders at the venue, oldest first."""
+
+    @abstractmethod
+    def updates(self, client_order_id: str | None = None) -> UpdateStream:
+        """Execution reports of this strategy (or of one order) from now on, in stream order."""

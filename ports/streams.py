@@ -1,0 +1,126 @@
+"""Update streams and request handles: what a port hands to a strategy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self, TypeVar
+
+from ports.errors import AckTimeoutError
+from ports.models import Acknowledgement, ExecutionReport, OrderRequest
+
+_END = object()
+_T = TypeVar("_T")
+
+
+class UpdateStream:
+    """An async iterator of execution reports, in stream order, each exactly once.
+
+    It receives every report that arrives after it was opened; it ends (after yielding what is
+    already queued) when closed or when its port closes. Nothing is dropped: the queue is unbounded,
+    so a stream you stop reading should be closed (``async with`` or ``aclose()``).
+    """
+
+    def __init__(self, on_close: Callable[[UpdateStream], None]) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._on_close = on_close
+        self._ended = False
+
+    def _put(self, report: ExecutionReport) -> None:
+        if not self._ended:
+            self._queue.put_nowait(report)
+
+    def _end(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(_END)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ExecutionReport:
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)  # every later call ends too
+            raise StopAsyncIteration
+        assert isinstance(item, ExecutionReport)
+        return item
+
+    async def get(self, timeout: float | None = None) -> ExecutionReport:
+        """The next report. Raises ``TimeoutError`` after ``timeout`` seconds, ``EOFError`` if
+        the stream has ended."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.__anext__()
+        except StopAsyncIteration:
+            raise EOFError("the update stream has ended") from None
+
+    async def aclose(self) -> None:
+        """Stop receiving; reports already queued can still be read."""
+        self._end()
+        self._on_close(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class OrderHandle:
+    """A submit, amend or cancel sent without waiting for its acknowledgement.
+
+    ``await handle.acknowledged(timeout)`` gives the acknowledgement or raises the typed error;
+    ``handle.events`` streams this order's reports from the moment the request was sent.
+    """
+
+    def __init__(
+        self, request: OrderRequest, reply: asyncio.Future[Acknowledgement], events: UpdateStream
+    ) -> None:
+        self.request = request
+        self._reply = reply
+        self.events = events
+
+    @property
+    def client_order_id(self) -> str:
+        return self.request.client_order_id
+
+    def done(self) -> bool:
+        """True once the venue has answered (acknowledged or rejected)."""
+        return self._reply.done()
+
+    async def acknowledged(self, timeout: float | None = None) -> Acknowledgement:
+        """Wait for the venue's answer.
+
+        Raises the request's ``PortError`` if it was refused, or ``AckTimeoutError`` (outcome
+        unknown) after ``timeout`` seconds; a timeout does not give up on a late answer, so
+        calling again can still succeed.
+        """
+        return await wait_reply(self._reply, timeout, self.client_order_id)
+
+    def __repr__(self) -> str:
+        state = "answered" if self.done() else "pending"
+        return f"<OrderHandle {type(self.request).__name__} {self.client_order_id} {state}>"
+
+
+async def wait_reply(
+    reply: asyncio.Future[_T], timeout: float | None, client_order_id: str | None
+) -> _T:
+    """Await a reply future for at most ``timeout`` seconds without cancelling it."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(reply)
+    except TimeoutError:
+        if reply.done():  # the answer raced the deadline: take it
+            return reply.result()
+        raise AckTimeoutError(
+            f"no acknowledgement within {timeout} s; the request may have been executed",
+            timeout=timeout if timeout is not None else 0.0,
+            client_order_id=client_order_id,
+        ) from None

@@ -4,6 +4,7 @@ process and no socket, and see the same events, errors and ordering as over the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Hashable, Iterable
 from decimal import Decimal
@@ -151,10 +152,8 @@ class MockVenue:
             due = self.engine.next_timer_at()
             wait = None if due is None else max(0.0, (due - self.clock.now()).total_seconds())
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):  # woken by the due time or a new request
                 await asyncio.wait_for(self._wakeup.wait(), wait)
-            except TimeoutError:
-                pass
             self._dispatch(self.engine.advance())
             await asyncio.sleep(0)  # let the strategies run between bursts of timers
 

@@ -123,9 +123,18 @@ class PortClosedError(PortError):
     """The port is closed (or was never opened); nothing was sent."""
 
     def __init__(
-        self, message: str = "the port is closed", *, outcome: Outcome = Outcome.DEFINITE
+        self,
+        message: str = "the port is closed",
+        *,
+        outcome: Outcome = Outcome.DEFINITE,
+        client_order_id: str | None = None,
     ) -> None:
-        super().__init__(message, reason=ErrorReason.PORT_CLOSED, outcome=outcome)
+        super().__init__(
+            message,
+            reason=ErrorReason.PORT_CLOSED,
+            outcome=outcome,
+            client_order_id=client_order_id,
+        )
 
 
 def error_from_rejection(rejection: Rejection) -> PortError:
@@ -150,7 +159,11 @@ def error_from_rejection(rejection: Rejection) -> PortError:
                 client_order_id=rejection.client_order_id,
             )
         case ErrorReason.PORT_CLOSED:
-            return PortClosedError(rejection.message, outcome=rejection.outcome)
+            return PortClosedError(
+                rejection.message,
+                outcome=rejection.outcome,
+                client_order_id=rejection.client_order_id,
+            )
         case _:
             return OrderRejectedError(
                 rejection.message,

@@ -1,0 +1,61 @@
+"""Fixtures of the contract suite.
+
+Every test in tests/contract/ is written against ``OrderExecutionPort`` and ``VenueControl`` only.
+``venue_kind`` parametrizes the implementation; a new implementation adds a param and the two
+branches below, and every test runs against it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+
+import pytest
+
+from mock_venue.clock import ManualClock
+from mock_venue.port import MockVenue, VenueControl
+from ports import OrderExecutionPort
+from tests.contract.helpers import STRATEGY
+from tests.contract.venue_setup import CONTRACT_VENUE, SEED, START
+
+PortFactory = Callable[..., OrderExecutionPort]
+
+IMPLEMENTATIONS = ["mock"]
+
+
+@pytest.fixture(params=IMPLEMENTATIONS)
+def venue_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def venue_and_factory(venue_kind: str) -> AsyncIterator[tuple[VenueControl, PortFactory]]:
+    assert venue_kind == "mock"
+    venue = MockVenue(CONTRACT_VENUE, seed=SEED, clock=ManualClock(START))
+
+    def factory(strategy_id: str = STRATEGY, ack_timeout: float = 5.0) -> OrderExecutionPort:
+        return venue.port(strategy_id, ack_timeout=ack_timeout)
+
+    try:
+        yield venue, factory
+    finally:
+        await venue.aclose()
+
+
+@pytest.fixture
+def venue(venue_and_factory: tuple[VenueControl, PortFactory]) -> VenueControl:
+    """Test-side control of the venue: logical time, scripted fills, faults."""
+    return venue_and_factory[0]
+
+
+@pytest.fixture
+def port_factory(venue_and_factory: tuple[VenueControl, PortFactory]) -> PortFactory:
+    """Makes unopened ports on the venue: ``port_factory(strategy_id="s2", ack_timeout=0.2)``."""
+    return venue_and_factory[1]
+
+
+@pytest.fixture
+async def port(port_factory: PortFactory) -> AsyncIterator[OrderExecutionPort]:
+    """An open port for strategy ``s1``."""
+    async with AsyncExitStack() as stack:
+        yield await stack.enter_async_context(port_factory())

@@ -1,0 +1,76 @@
+"""Small builders and waits for contract tests."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from ports import (
+    ExecType,
+    ExecutionReport,
+    OrderType,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    UpdateStream,
+)
+
+STRATEGY = "s1"
+WAIT = 5.0  # seconds: the deadline for something that should happen at once
+
+
+def limit(
+    client_order_id: str,
+    instrument: str = "MAN",
+    quantity: int | str = 100,
+    price: str = "10.00",
+    side: Side = Side.BUY,
+    tif: TimeInForce = TimeInForce.DAY,
+    strategy_id: str = STRATEGY,
+) -> SubmitOrder:
+    return SubmitOrder(
+        client_order_id=client_order_id,
+        strategy_id=strategy_id,
+        instrument=instrument,
+        side=side,
+        quantity=Decimal(quantity),
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal(price),
+        time_in_force=tif,
+    )
+
+
+def market(
+    client_order_id: str,
+    instrument: str = "IMM",
+    quantity: int | str = 100,
+    side: Side = Side.BUY,
+    tif: TimeInForce = TimeInForce.DAY,
+    strategy_id: str = STRATEGY,
+) -> SubmitOrder:
+    return SubmitOrder(
+        client_order_id=client_order_id,
+        strategy_id=strategy_id,
+        instrument=instrument,
+        side=side,
+        quantity=Decimal(quantity),
+        order_type=OrderType.MARKET,
+        time_in_force=tif,
+    )
+
+
+async def take(stream: UpdateStream, count: int) -> list[ExecutionReport]:
+    """The next ``count`` reports, each within the deadline."""
+    return [await stream.get(timeout=WAIT) for _ in range(count)]
+
+
+async def until(stream: UpdateStream, exec_type: ExecType) -> list[ExecutionReport]:
+    """Reports up to and including the first of ``exec_type``."""
+    seen: list[ExecutionReport] = []
+    while not seen or seen[-1].exec_type is not exec_type:
+        seen.append(await stream.get(timeout=WAIT))
+    return seen
+
+
+def kinds(reports: list[ExecutionReport]) -> list[tuple[ExecType, str]]:
+    """(exec type, status) pairs: the shape of a lifecycle, easy to compare."""
+    return [(r.exec_type, r.status.value) for r in reports]

@@ -1,0 +1,132 @@
+"""The venue engine and the in-process venue, beyond the port contract."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from mock_venue.clock import ManualClock, WallClock
+from mock_venue.config import InstrumentConfig, PricePathFill, SlicedFill, VenueConfig
+from mock_venue.engine import Output, Publish, VenueControlError, VenueEngine
+from mock_venue.port import MockVenue
+from ports import ExecType, OrderStatus, OrderType, Side, SubmitOrder
+
+CONFIG = VenueConfig(
+    instruments=(
+        InstrumentConfig(symbol="A", reference_price=Decimal(100), fill_model=PricePathFill()),
+        InstrumentConfig(symbol="B", reference_price=Decimal(50), fill_model=PricePathFill()),
+        InstrumentConfig(symbol="S", reference_price=Decimal(10), fill_model=SlicedFill()),
+    )
+)
+
+
+def order(n: int, instrument: str = "A", price: str = "99.90") -> SubmitOrder:
+    return SubmitOrder(
+        client_order_id=f"o{n}",
+        strategy_id="s",
+        instrument=instrument,
+        side=Side.BUY if n % 2 else Side.SELL,
+        quantity=Decimal(5),
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal(price),
+    )
+
+
+def run(seed: int) -> list[Output]:
+    clock = ManualClock()
+    engine = VenueEngine(CONFIG, clock=clock, rng=random.Random(seed))
+    outputs: list[Output] = []
+    for n in range(40):
+        outputs += engine.handle(order(n, "AB"[n % 2], "99.90" if n % 2 else "50.10"), n)
+        clock.advance(0.7)
+        outputs += engine.advance()
+    return outputs
+
+
+def test_same_seed_same_events_other_seed_other_path() -> None:
+    first, again, other = run(1), run(1), run(2)
+    assert first == again
+    trades = [o for o in first if isinstance(o, Publish) and o.report.exec_type is ExecType.TRADE]
+    assert trades, "the price walk should cross some limits in 28 s"
+    assert first != other
+
+
+def test_price_paths_are_independent_per_instrument() -> None:
+    # Adding an instrument must not change the walk of the others.
+    more = CONFIG.model_copy(
+        update={
+            "instruments": (
+                *CONFIG.instruments,
+                InstrumentConfig(
+                    symbol="C", reference_price=Decimal(1), fill_model=PricePathFill()
+                ),
+            )
+        }
+    )
+    prices = []
+    for config in (CONFIG, more):
+        clock = ManualClock()
+        engine = VenueEngine(config, clock=clock, rng=random.Random(3))
+        clock.advance(30)
+        engine.advance()
+        prices.append((engine.reference_price("A"), engine.reference_price("B")))
+    assert prices[0] == prices[1]
+
+
+def test_control_commands_refuse_what_does_not_fit() -> None:
+    clock = ManualClock()
+    engine = VenueEngine(CONFIG, clock=clock, rng=random.Random(0))
+    with pytest.raises(VenueControlError, match="no order"):
+        engine.fill("s", "nope")
+    engine.handle(order(1, "S", "10.00"), "t")
+    with pytest.raises(VenueControlError, match="fill quantity"):
+        engine.fill("s", "o1", Decimal(6))
+    with pytest.raises(VenueControlError, match="reduces"):
+        engine.restate("s", "o1", Decimal(9))
+    engine.fill("s", "o1")
+    with pytest.raises(VenueControlError, match="filled"):
+        engine.cancel_unsolicited("s", "o1")
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValidationError, match="unique"):
+        VenueConfig(instruments=(CONFIG.instruments[0], CONFIG.instruments[0]))
+    with pytest.raises(ValidationError):
+        InstrumentConfig(symbol="X", reference_price=Decimal(0))
+    with pytest.raises(ValidationError):
+        SlicedFill(slices=0)
+
+
+def test_manual_clock_only_moves_forward() -> None:
+    clock = ManualClock()
+    with pytest.raises(ValueError, match="forward"):
+        clock.advance(-1)
+
+
+async def test_wall_clock_venue_runs_its_timers_by_itself() -> None:
+    config = VenueConfig(
+        instruments=(
+            InstrumentConfig(
+                symbol="S",
+                reference_price=Decimal(10),
+                fill_model=SlicedFill(slices=3, interval=0.02),
+            ),
+        )
+    )
+    venue = MockVenue(config, clock=WallClock())
+    try:
+        async with venue.port("s") as port:
+            updates = port.updates()
+            await port.submit(order(1, "S", "10.00"))
+            statuses = [(await updates.get(timeout=5)).status for _ in range(4)]
+            assert statuses[-1] is OrderStatus.FILLED
+            with pytest.raises(TypeError, match="ManualClock"):
+                await venue.advance(1)
+    finally:
+        await venue.aclose()
+    assert venue._timer_task is None
+    assert not [t for t in asyncio.all_tasks() if "_run_timers" in repr(t)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from abc import abstractmethod
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from ports.enums import ErrorReason, Outcome, Side
@@ -63,6 +64,7 @@ class PortBase(OrderExecutionPort):
         self._pending: dict[int, tuple[asyncio.Future[Any], type[Any]]] = {}
         self._streams: weakref.WeakSet[UpdateStream] = weakref.WeakSet()
         self._order_streams: dict[str, weakref.WeakSet[UpdateStream]] = {}
+        self._state_watchers: list[asyncio.Queue[PortState]] = []
 
     # --- transport hooks ---------------------------------------------------------------------
 
@@ -78,7 +80,12 @@ class PortBase(OrderExecutionPort):
     async def _transmit(self, request_id: int, request: Request) -> None:
         """Send one request. Raise ConnectivityError if it cannot be sent."""
 
-    def _on_reply(self, request_id: int, result: Reply | Rejection) -> None:
+    def _new_request_id(self) -> int:
+        """A request id no other request of this port uses (for a transport's own requests)."""
+        self._next_request_id += 1
+        return self._next_request_id
+
+    def _on_reply(self, request_id: int, result: object) -> None:
         """Deliver the venue's answer to request ``request_id``. Late or repeated answers are
         ignored (the first one counts)."""
         entry = self._pending.pop(request_id, None)
@@ -119,7 +126,24 @@ class PortBase(OrderExecutionPort):
         return self._state
 
     def _set_state(self, state: PortState) -> None:
+        if state is self._state:
+            return
         self._state = state
+        for queue in self._state_watchers:
+            queue.put_nowait(state)
+
+    async def state_changes(self) -> AsyncIterator[PortState]:
+        self._check_usable()
+        queue: asyncio.Queue[PortState] = asyncio.Queue()
+        self._state_watchers.append(queue)
+        try:
+            while True:
+                state = await queue.get()
+                yield state
+                if state is PortState.CLOSED:
+                    return
+        finally:
+            self._state_watchers.remove(queue)
 
     async def open(self) -> None:
         if self._state is PortState.CLOSED:
@@ -172,8 +196,7 @@ class PortBase(OrderExecutionPort):
                 reason=ErrorReason.INVALID_REQUEST,
                 client_order_id=getattr(request, "client_order_id", None),
             )
-        self._next_request_id += 1
-        request_id = self._next_request_id
+        request_id = self._new_request_id()
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         self._pending[request_id] = (future, expected)

@@ -15,6 +15,7 @@ manager; a closed port raises ``PortClosedError`` on every call.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from enum import StrEnum
 from types import TracebackType
 from typing import Self
@@ -57,6 +58,11 @@ class OrderExecutionPort(ABC):
     @abstractmethod
     def state(self) -> PortState:
         """Where the port is in its lifecycle."""
+
+    @abstractmethod
+    def state_changes(self) -> AsyncIterator[PortState]:
+        """Each change of ``state`` from now on (connection lost, restored, closed); ends after
+        CLOSED."""
 
     @abstractmethod
     async def open(self) -> None:

@@ -12,15 +12,18 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from bus.client import ZmqOrderExecutionPort
 from mock_venue.clock import ManualClock
+from mock_venue.control_client import ControlClient
 from mock_venue.port import MockVenue, VenueControl
+from mock_venue.process import VenueProcess
 from ports import OrderExecutionPort
 from tests.contract.helpers import STRATEGY
 from tests.contract.venue_setup import CONTRACT_VENUE, SEED, START
 
 PortFactory = Callable[..., OrderExecutionPort]
 
-IMPLEMENTATIONS = ["mock"]
+IMPLEMENTATIONS = ["mock", "zmq"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -30,16 +33,35 @@ def venue_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def venue_and_factory(venue_kind: str) -> AsyncIterator[tuple[VenueControl, PortFactory]]:
-    assert venue_kind == "mock"
-    venue = MockVenue(CONTRACT_VENUE, seed=SEED, clock=ManualClock(START))
+    if venue_kind == "mock":
+        venue = MockVenue(CONTRACT_VENUE, seed=SEED, clock=ManualClock(START))
 
-    def factory(strategy_id: str = STRATEGY, ack_timeout: float = 5.0) -> OrderExecutionPort:
-        return venue.port(strategy_id, ack_timeout=ack_timeout)
+        def factory(strategy_id: str = STRATEGY, ack_timeout: float = 5.0) -> OrderExecutionPort:
+            return venue.port(strategy_id, ack_timeout=ack_timeout)
 
-    try:
-        yield venue, factory
-    finally:
-        await venue.aclose()
+        try:
+            yield venue, factory
+        finally:
+            await venue.aclose()
+        return
+    # The venue in a separate process, on a manual clock the test moves over the control channel.
+    with VenueProcess(CONTRACT_VENUE, seed=SEED, clock="manual", heartbeat=0.1) as process:
+        endpoints = process.endpoints
+        assert endpoints is not None
+
+        def zmq_factory(
+            strategy_id: str = STRATEGY, ack_timeout: float = 5.0
+        ) -> OrderExecutionPort:
+            return ZmqOrderExecutionPort(
+                strategy_id,
+                command=endpoints.command,
+                events=endpoints.events,
+                ack_timeout=ack_timeout,
+                heartbeat_interval=0.1,
+            )
+
+        async with ControlClient(endpoints.control) as control:
+            yield control, zmq_factory
 
 
 @pytest.fixture

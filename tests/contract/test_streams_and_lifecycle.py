@@ -139,8 +139,9 @@ async def test_closing_ends_streams_after_what_they_hold(port_factory: PortFacto
     async with port_factory() as port:
         updates = port.updates()
         handle = await port.submit_nowait(limit("o1", "IMM", 10, "100.00"))
+        await take(handle.events, 2)  # both events have arrived; nobody read `updates` yet
     assert [e.exec_type async for e in updates] == [ExecType.ACCEPTED, ExecType.TRADE]
-    assert len([e async for e in handle.events]) == 2
+    assert [e async for e in handle.events] == []  # read already, and now ended
     with pytest.raises(EOFError):
         await updates.get(timeout=1)
 

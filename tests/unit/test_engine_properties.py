@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from typing import Literal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -56,8 +57,13 @@ CONFIG = VenueConfig(
 
 
 # --- steps: plain data, so that a sequence can be replayed on a fresh engine -------------------
-# Targets are indexes counted back from the latest submitted order (so shrinking favours recent
-# orders); a negative target names an order the venue never saw.
+# A target is resolved against the venue's state when the step runs: an open order (most of the
+# interesting transitions need one; a uniform pick mostly hits finished orders), any order sent
+# so far, or one the venue never saw. Indexes count back from the latest, so shrinking favours
+# recent orders.
+
+Pool = Literal["open", "any", "unknown"]
+Target = tuple[Pool, int]
 
 
 @dataclass(frozen=True)
@@ -81,14 +87,14 @@ class Resend:
 
 @dataclass(frozen=True)
 class Amend:
-    target: int
+    target: Target
     quantity: int | None
     price_ticks: int | None
 
 
 @dataclass(frozen=True)
 class Cancel:
-    target: int
+    target: Target
 
 
 @dataclass(frozen=True)
@@ -100,19 +106,19 @@ class CancelAll:
 
 @dataclass(frozen=True)
 class ScriptedFill:
-    target: int
+    target: Target
     quantity: int | None
     price_ticks: int | None
 
 
 @dataclass(frozen=True)
 class Unsolicited:
-    target: int
+    target: Target
 
 
 @dataclass(frozen=True)
 class Restate:
-    target: int
+    target: Target
     quantity: int
 
 
@@ -146,13 +152,17 @@ Step = (
 )
 
 _strategy_ids = st.sampled_from(STRATEGIES)
-_targets = st.integers(-2, 30)
+_targets: st.SearchStrategy[Target] = st.tuples(
+    st.sampled_from(("open", "open", "any", "unknown")), st.integers(0, 30)
+)
 _ticks = st.integers(-4, 4)
+_RESTING = (TimeInForce.DAY, TimeInForce.GTC)
 
 
 @st.composite
 def _submits(draw: st.DrawFn) -> Submit:
-    tif = draw(st.sampled_from(TimeInForce))
+    # Resting orders are where cancels, amends and faults interact, so IOC/FOK get a third.
+    tif = draw(st.sampled_from((*_RESTING, *_RESTING, TimeInForce.IOC, TimeInForce.FOK)))
     immediate = tif in (TimeInForce.IOC, TimeInForce.FOK)
     return Submit(
         strategy=draw(_strategy_ids),
@@ -166,7 +176,7 @@ def _submits(draw: st.DrawFn) -> Submit:
         price_ticks=draw(_ticks),
         off_tick=draw(st.integers(0, 15)) == 15,
         # 0 makes the order stale on arrival; small values let it expire during the sequence.
-        expire_in=None if immediate else draw(st.none() | st.integers(0, 20)),
+        expire_in=None if immediate else draw(st.none() | st.none() | st.integers(0, 20)),
     )
 
 
@@ -198,6 +208,7 @@ _steps: st.SearchStrategy[Step] = st.one_of(
     _amends(),
     _amends(),
     st.builds(Cancel, target=_targets),
+    st.builds(Cancel, target=_targets),
     st.builds(CancelAll, strategy=_strategy_ids,
               instrument=st.none() | st.sampled_from(SYMBOLS),
               side=st.none() | st.sampled_from(Side)),
@@ -207,12 +218,20 @@ _steps: st.SearchStrategy[Step] = st.one_of(
     st.builds(Restate, target=_targets, quantity=st.integers(1, 8)),
     st.builds(Advance, seconds=st.integers(0, 3)),
     st.builds(Advance, seconds=st.integers(0, 3)),
+    # Faults twice as often: pending states need a delayed ack followed by more requests.
+    st.builds(Inject, fault=_faults),
     st.builds(Inject, fault=_faults),
     st.builds(ClearFaults, pick=st.none() | st.integers(0, 5)),
 )  # fmt: skip
 
-# st.lists alone averages about 5 elements; most interactions need a few dozen steps.
-_sequences = st.integers(0, 40).flatmap(lambda n: st.lists(_steps, min_size=n, max_size=n))
+
+# st.lists alone averages about 5 elements, and most interactions need a few dozen steps; a
+# list of short lists averages about 25 and still shrinks well (unlike a drawn length).
+def _flatten(chunks: list[list[Step]]) -> list[Step]:
+    return [step for chunk in chunks for step in chunk][:40]
+
+
+_sequences = st.lists(st.lists(_steps, max_size=8), max_size=8).map(_flatten)
 
 
 # --- running a sequence -----------------------------------------------------------------------
@@ -253,11 +272,16 @@ def run_steps(steps: list[Step], seed: int) -> tuple[Run, VenueEngine]:
         if fired:
             run.dropped.add(token)
 
-    def target(index: int) -> tuple[str, str]:
-        if index < 0 or not submitted:
+    def target(which: Target) -> tuple[str, str]:
+        pool, index = which
+        candidates = [(o.strategy_id, o.client_order_id) for o in submitted]
+        if pool == "open":
+            candidates = [
+                (o.strategy_id, o.client_order_id) for o in engine.orders() if o.status.is_open
+            ] or candidates
+        if pool == "unknown" or not candidates:
             return (STRATEGIES[0], "never-sent")
-        order = submitted[-1 - index % len(submitted)]
-        return (order.strategy_id, order.client_order_id)
+        return candidates[-1 - index % len(candidates)]
 
     def price_near(client: tuple[str, str], ticks: int) -> Decimal:
         order = engine.order(*client)

@@ -1,0 +1,249 @@
+"""``ZmqOrderExecutionPort``: the asyncio port over ZeroMQ. Nothing of ZeroMQ shows through it.
+
+Commands go out on a DEALER to the venue's ROUTER; events come in on a SUB from the venue's PUB.
+The protocol itself (framing, sequence numbers, replay) lives in ``bus.session``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import zmq
+import zmq.asyncio
+
+from bus.codec import Replay, ReplayReply, Sync, SyncReply, WireError
+from bus.session import ClientSession, Incoming
+from ports.base import DEFAULT_ACK_TIMEOUT, PortBase
+from ports.enums import Outcome
+from ports.errors import ConnectivityError
+from ports.models import Request
+from ports.order_execution_port import PortState
+
+SYNC_RETRY = 0.25  # seconds between sync attempts while the venue is not there yet
+
+
+def configure_dealer(socket: zmq.Socket[bytes]) -> None:
+    """The command socket's options (shared with the blocking client)."""
+    socket.setsockopt(zmq.LINGER, 0)  # closing never blocks on requests nobody will answer
+    # Do not queue requests for a venue that is not connected: they would be executed whenever
+    # it comes back, possibly much later. A send then fails at once, with a definite outcome.
+    socket.setsockopt(zmq.IMMEDIATE, 1)
+    socket.setsockopt(zmq.SNDHWM, 10_000)
+    socket.setsockopt(zmq.HEARTBEAT_IVL, 500)
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+
+
+def configure_sub(socket: zmq.Socket[bytes], topics: list[bytes]) -> None:
+    """The event socket's options and subscriptions."""
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.RCVHWM, 1_000_000)
+    for topic in topics:
+        socket.setsockopt(zmq.SUBSCRIBE, topic)
+
+
+class ZmqOrderExecutionPort(PortBase):
+    """``OrderExecutionPort`` of one strategy, talking to a venue process over ZeroMQ.
+
+    ``open()`` connects and synchronises the event stream with the venue, retrying for
+    ``connect_timeout`` seconds before raising ``ConnectivityError``. The venue's heartbeats are
+    expected every ``heartbeat_interval`` seconds; after ``liveness`` missed ones the port reports
+    RECONNECTING, and CONNECTED again (after catching up on missed events) once they resume.
+    """
+
+    def __init__(
+        self,
+        strategy_id: str,
+        *,
+        command: str,
+        events: str,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        connect_timeout: float = 10.0,
+        heartbeat_interval: float = 0.5,
+        liveness: int = 6,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(strategy_id, ack_timeout=ack_timeout)
+        self.command_endpoint = command
+        self.events_endpoint = events
+        self.connect_timeout = connect_timeout
+        self._silence_limit = heartbeat_interval * liveness
+        self._session = ClientSession(strategy_id, client_id=client_id)
+        self._context: zmq.asyncio.Context | None = None
+        # The asyncio sockets are only polled; sends and receives go through synchronous shadows
+        # of the same sockets (same thread), non-blocking, without a future per message.
+        self._dealer: zmq.Socket[bytes] | None = None
+        self._sub: zmq.Socket[bytes] | None = None
+        self._poller: zmq.asyncio.Poller | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._internal: dict[int, asyncio.Future[object]] = {}
+        self._last_heard = 0.0
+
+    @property
+    def client_id(self) -> str:
+        """Identifies this port's requests at the venue (retries are deduplicated by it)."""
+        return self._session.client_id
+
+    async def _connect(self) -> None:
+        self._context = zmq.asyncio.Context()
+        dealer, sub = self._context.socket(zmq.DEALER), self._context.socket(zmq.SUB)
+        self._poller = zmq.asyncio.Poller()
+        self._poller.register(dealer, zmq.POLLIN)
+        self._poller.register(sub, zmq.POLLIN)
+        self._dealer = zmq.Socket.shadow(dealer.underlying)
+        self._sub = zmq.Socket.shadow(sub.underlying)
+        configure_dealer(self._dealer)
+        configure_sub(self._sub, self._session.topics)
+        try:
+            self._dealer.connect(self.command_endpoint)
+            self._sub.connect(self.events_endpoint)
+        except zmq.ZMQError as exc:
+            await self._disconnect()
+            raise ConnectivityError(
+                f"cannot connect to {self.command_endpoint} / {self.events_endpoint}: {exc}",
+                outcome=Outcome.DEFINITE,
+            ) from exc
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        try:
+            await self._sync(self.connect_timeout)
+        except BaseException:
+            await self._disconnect()
+            raise
+
+    async def _disconnect(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        for future in self._internal.values():
+            future.cancel()
+        self._internal.clear()
+        if self._context is not None:
+            self._context.destroy(linger=0)
+            self._context = None
+
+    async def _transmit(self, request_id: int, request: Request) -> None:
+        self._send(self._session.request(request_id, request))
+
+    def _send(self, frame: bytes) -> None:
+        assert self._dealer is not None
+        try:
+            self._dealer.send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # EAGAIN with IMMEDIATE: no connection to the venue; nothing was sent.
+            raise ConnectivityError(
+                f"venue at {self.command_endpoint} is not connected; nothing was sent",
+                outcome=Outcome.DEFINITE,
+            ) from exc
+
+    async def _ask(self, body: Sync | Replay) -> asyncio.Future[object]:
+        request_id = self._new_request_id()
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._internal[request_id] = future
+        try:
+            self._send(self._session.request(request_id, body))
+        except ConnectivityError:
+            del self._internal[request_id]
+            raise
+        return future
+
+    async def _sync(self, timeout: float) -> None:
+        """Ask the venue where the stream stands, until it answers or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(ConnectivityError, TimeoutError):
+                future = await self._ask(Sync(strategy_id=self.strategy_id))
+                async with asyncio.timeout(SYNC_RETRY):
+                    reply = await future
+                assert isinstance(reply, SyncReply)
+                self._last_heard = time.monotonic()
+                self._request_replay(self._session.synced_at(reply, time.monotonic()))
+                return
+            if time.monotonic() >= deadline:
+                raise ConnectivityError(
+                    f"no venue answered at {self.command_endpoint} within {timeout} s",
+                    outcome=Outcome.DEFINITE,
+                )
+
+    def _request_replay(self, replay: Replay | None) -> None:
+        if replay is None:
+            return
+        with contextlib.suppress(ConnectivityError):  # asked again on the next heartbeat
+            request_id = self._new_request_id()
+            self._internal[request_id] = asyncio.get_running_loop().create_future()
+            self._send(self._session.request(request_id, replay))
+
+    def _deliver(self, incoming: Incoming) -> None:
+        for report in incoming.reports:
+            self._on_report(report)
+        self._request_replay(incoming.replay)
+
+    async def _read(self) -> None:
+        dealer, sub, poller = self._dealer, self._sub, self._poller
+        assert dealer is not None
+        assert sub is not None
+        assert poller is not None
+        while True:
+            await poller.poll(timeout=100)
+            now = time.monotonic()
+            # Both sockets are drained on every wake-up: a reply is never held up behind a
+            # burst of events, and checking an empty socket costs one failed non-blocking recv.
+            while (frame := _recv(dealer)) is not None:
+                self._on_reply_frame(frame, now)
+            while (frames := _recv_multipart(sub)) is not None:
+                self._last_heard = now
+                if len(frames) != 2:
+                    continue  # not from a venue
+                try:
+                    self._deliver(self._session.event(frames[0], frames[1], now))
+                except WireError:
+                    continue  # a garbled event: the gap it leaves is replayed
+            await self._check_liveness(now)
+
+    def _on_reply_frame(self, frame: bytes, now: float) -> None:
+        try:
+            envelope = self._session.reply(frame)
+        except WireError:
+            return  # unreadable: the request it answered times out (outcome unknown)
+        assert envelope.request_id is not None
+        internal = self._internal.pop(envelope.request_id, None)
+        if internal is not None:
+            if isinstance(envelope.body, ReplayReply):
+                self._deliver(self._session.replayed(envelope.body, now))
+            if not internal.done():
+                internal.set_result(envelope.body)
+            return
+        self._on_reply(envelope.request_id, envelope.body)
+
+    async def _check_liveness(self, now: float) -> None:
+        self._request_replay(self._session.poll(now))
+        silent = now - self._last_heard > self._silence_limit
+        if silent and self.state is PortState.CONNECTED:
+            self._set_state(PortState.RECONNECTING)
+        elif not silent and self.state is PortState.RECONNECTING:
+            # Heard from the venue again: catch up on what was missed, then carry on.
+            self._set_state(PortState.CONNECTED)
+            with contextlib.suppress(ConnectivityError):
+                future = await self._ask(Sync(strategy_id=self.strategy_id))
+                future.add_done_callback(self._resynced)
+
+    def _resynced(self, future: asyncio.Future[object]) -> None:
+        if not future.cancelled() and isinstance(future.result(), SyncReply):
+            reply = future.result()
+            assert isinstance(reply, SyncReply)
+            self._request_replay(self._session.synced_at(reply, time.monotonic()))
+
+
+def _recv(socket: zmq.Socket[bytes]) -> bytes | None:
+    try:
+        return socket.recv(zmq.NOBLOCK)
+    except zmq.Again:
+        return None
+
+
+def _recv_multipart(socket: zmq.Socket[bytes]) -> list[bytes] | None:
+    try:
+        return socket.recv_multipart(zmq.NOBLOCK)
+    except zmq.Again:
+        return None

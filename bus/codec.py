@@ -1,0 +1,251 @@
+"""The wire format: a versioned msgpack envelope around a pydantic model. See docs/protocol.md.
+
+Every message is one msgpack map ``{"v": 1, "t": type, "id": request id, "c": client id,
+"b": body}`` (``id`` and ``c`` only on the command channel). Decimals travel as strings,
+timestamps as the msgpack Timestamp extension. Bodies are validated with the port's models at the
+edge: nothing unvalidated gets past ``decode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Final
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ports.enums import ErrorReason
+from ports.models import (
+    Acknowledgement,
+    AmendOrder,
+    CancelAllAcknowledgement,
+    CancelAllOrders,
+    CancelOrder,
+    ExecutionReport,
+    Identifier,
+    ListOpenOrders,
+    OpenOrders,
+    OrderSnapshot,
+    QueryOrder,
+    Rejection,
+    SubmitOrder,
+)
+
+PROTOCOL_VERSION: Final = 1
+MAX_FRAME_BYTES: Final = 64 * 1024
+"""Largest frame the venue accepts; bigger ones get a PROTOCOL_ERROR reply."""
+MAX_REPLAY: Final = 1000
+"""Most events one ReplayReply carries."""
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Sync(_Wire):
+    """Client -> venue on (re)connect: where does my stream stand?"""
+
+    strategy_id: Identifier
+
+
+class SyncReply(_Wire):
+    """The stream's latest sequence number and the strategy's open orders at that point."""
+
+    strategy_id: Identifier
+    seq: int = Field(ge=0)
+    venue_seq: int = Field(ge=0)
+    open_orders: tuple[OrderSnapshot, ...]
+
+
+class Replay(_Wire):
+    """Client -> venue: resend events ``from_seq`` to ``to_seq`` inclusive of one strategy's
+    stream (numbered by ``seq``), or of the all-events stream (``strategy_id`` None, numbered by
+    ``venue_seq``)."""
+
+    strategy_id: Identifier | None
+    from_seq: int = Field(ge=1)
+    to_seq: int = Field(ge=1)
+
+
+class ReplayReply(_Wire):
+    """The requested events as the very frames that were published, in order. At most
+    ``MAX_REPLAY`` at a time: ask again from the next sequence number for more."""
+
+    strategy_id: Identifier | None
+    events: tuple[bytes, ...]
+
+
+class Heartbeat(_Wire):
+    """Published every heartbeat interval: the latest sequence number of every stream, so a
+    subscriber notices a lost last message too."""
+
+    venue_seq: int = Field(ge=0)
+    seqs: dict[str, int]
+    venue_time: datetime
+
+
+class MessageType(StrEnum):
+    """The ``t`` field of the envelope."""
+
+    # command channel, client -> venue
+    SUBMIT_ORDER = "submit_order"
+    AMEND_ORDER = "amend_order"
+    CANCEL_ORDER = "cancel_order"
+    CANCEL_ALL_ORDERS = "cancel_all_orders"
+    QUERY_ORDER = "query_order"
+    LIST_OPEN_ORDERS = "list_open_orders"
+    SYNC = "sync"
+    REPLAY = "replay"
+    # command channel, venue -> client
+    ACK = "ack"
+    CANCEL_ALL_ACK = "cancel_all_ack"
+    ORDER_SNAPSHOT = "order_snapshot"
+    OPEN_ORDERS = "open_orders"
+    SYNC_REPLY = "sync_reply"
+    REPLAY_REPLY = "replay_reply"
+    ERROR = "error"
+    # event channel
+    EXECUTION_REPORT = "execution_report"
+    HEARTBEAT = "heartbeat"
+
+
+MODELS: Final[Mapping[str, type[BaseModel]]] = {
+    MessageType.SUBMIT_ORDER: SubmitOrder,
+    MessageType.AMEND_ORDER: AmendOrder,
+    MessageType.CANCEL_ORDER: CancelOrder,
+    MessageType.CANCEL_ALL_ORDERS: CancelAllOrders,
+    MessageType.QUERY_ORDER: QueryOrder,
+    MessageType.LIST_OPEN_ORDERS: ListOpenOrders,
+    MessageType.SYNC: Sync,
+    MessageType.REPLAY: Replay,
+    MessageType.ACK: Acknowledgement,
+    MessageType.CANCEL_ALL_ACK: CancelAllAcknowledgement,
+    MessageType.ORDER_SNAPSHOT: OrderSnapshot,
+    MessageType.OPEN_ORDERS: OpenOrders,
+    MessageType.SYNC_REPLY: SyncReply,
+    MessageType.REPLAY_REPLY: ReplayReply,
+    MessageType.ERROR: Rejection,
+    MessageType.EXECUTION_REPORT: ExecutionReport,
+    MessageType.HEARTBEAT: Heartbeat,
+}
+TYPES: Final[Mapping[type[BaseModel], str]] = {model: name for name, model in MODELS.items()}
+
+# Topics on the event channel. A NUL ends each strategy topic (identifiers never contain one), so
+# subscribing to strategy "s1" does not also match "s10"; subscribing to b"S" gets every strategy.
+EVENTS_PREFIX: Final = b"S"
+HEARTBEAT_TOPIC: Final = b"H"
+
+
+def strategy_topic(strategy_id: str) -> bytes:
+    """The event-channel topic of one strategy's stream."""
+    return EVENTS_PREFIX + strategy_id.encode() + b"\x00"
+
+
+class WireError(Exception):
+    """A frame that is not a valid message. ``request_id``/``client_id`` are set when they could
+    be read, so the sender can still get a typed error reply."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: ErrorReason = ErrorReason.PROTOCOL_ERROR,
+        request_id: int | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.request_id = request_id
+        self.client_id = client_id
+
+    def to_rejection(self) -> Rejection:
+        return Rejection(reason=self.reason, message=self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded, validated message."""
+
+    type: str
+    body: BaseModel
+    request_id: int | None = None
+    client_id: str | None = None
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def encode(
+    body: BaseModel,
+    *,
+    request_id: int | None = None,
+    client_id: str | None = None,
+    types: Mapping[type[BaseModel], str] = TYPES,
+) -> bytes:
+    """One frame carrying ``body``."""
+    envelope: dict[str, Any] = {"v": PROTOCOL_VERSION, "t": types[type(body)]}
+    if request_id is not None:
+        envelope["id"] = request_id
+    if client_id is not None:
+        envelope["c"] = client_id
+    envelope["b"] = body.model_dump(mode="python")
+    return msgpack.packb(envelope, default=_default, datetime=True)  # type: ignore[no-any-return]
+
+
+def decode(frame: bytes, *, models: Mapping[str, type[BaseModel]] = MODELS) -> Envelope:
+    """Parse and validate one frame. Raises ``WireError`` saying what is wrong."""
+    if len(frame) > MAX_FRAME_BYTES:
+        raise WireError(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        raw = msgpack.unpackb(frame, timestamp=3, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+        raise WireError(f"not msgpack: {exc}") from None
+    if not isinstance(raw, dict):
+        raise WireError("a message is a msgpack map")
+    request_id = raw.get("id")
+    client_id = raw.get("c")
+    if not (request_id is None or (isinstance(request_id, int) and request_id >= 0)):
+        raise WireError("'id' must be a non-negative integer")
+    if not (client_id is None or isinstance(client_id, str)):
+        raise WireError("'c' must be a string", request_id=request_id)
+    if raw.get("v") != PROTOCOL_VERSION:
+        raise WireError(
+            f"protocol version {raw.get('v')!r} is not supported; this venue speaks "
+            f"{PROTOCOL_VERSION}",
+            request_id=request_id,
+            client_id=client_id,
+        )
+    model = models.get(raw.get("t"))  # type: ignore[arg-type]
+    if model is None:
+        raise WireError(
+            f"unknown message type {raw.get('t')!r}", request_id=request_id, client_id=client_id
+        )
+    unknown = set(raw) - {"v", "t", "id", "c", "b"}
+    if unknown:
+        raise WireError(
+            f"unknown envelope fields {sorted(unknown)}", request_id=request_id, client_id=client_id
+        )
+    try:
+        body = model.model_validate(raw.get("b"))
+    except ValidationError as exc:
+        raise WireError(
+            f"invalid {raw['t']}: {_summary(exc)}",
+            reason=ErrorReason.INVALID_REQUEST,
+            request_id=request_id,
+            client_id=client_id,
+        ) from None
+    return Envelope(raw["t"], body, request_id, client_id)
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()
+    )

@@ -1,0 +1,127 @@
+"""Control-channel messages of the venue process: what a test harness may tell it to do.
+
+They travel in the same envelope as the port's messages (bus.codec), on their own endpoint, so a
+strategy can never reach them by accident.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bus.codec import MODELS
+from mock_venue.faults import ActiveFault, Fault
+from ports.models import Identifier, Price, Quantity, Rejection
+
+
+class _Control(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Advance(_Control):
+    """Move a manual-clock venue's time forward."""
+
+    seconds: float = Field(ge=0)
+
+
+class FillOrder(_Control):
+    """Scripted fill, now."""
+
+    strategy_id: Identifier
+    client_order_id: Identifier
+    quantity: Quantity | None = None
+    price: Price | None = None
+
+
+class CancelUnsolicited(_Control):
+    """The venue cancels a working order on its own."""
+
+    strategy_id: Identifier
+    client_order_id: Identifier
+
+
+class Restate(_Control):
+    """The venue reduces a working order's quantity on its own."""
+
+    strategy_id: Identifier
+    client_order_id: Identifier
+    quantity: Quantity
+
+
+class InjectFault(_Control):
+    """Put a fault in force."""
+
+    fault: Fault
+
+
+class ClearFaults(_Control):
+    """Remove one fault, or all."""
+
+    fault_id: int | None = None
+
+
+class ListFaults(_Control):
+    """Which faults are in force."""
+
+
+class Faults(_Control):
+    """The faults in force, with how often each fired."""
+
+    faults: tuple[ActiveFault, ...]
+
+
+class GetStatus(_Control):
+    """Ask for the venue's status."""
+
+
+class StrategyStatus(_Control):
+    """One strategy as the venue sees it."""
+
+    strategy_id: Identifier
+    seq: int
+    orders: int
+    open_orders: int
+    filled_qty: Decimal
+
+
+class VenueStatus(_Control):
+    """What a running venue holds."""
+
+    venue_id: str
+    clock: str
+    venue_time: str
+    venue_seq: int
+    orders: int
+    open_orders: int
+    clients: int
+    requests: int
+    protocol_errors: int
+    strategies: tuple[StrategyStatus, ...]
+    faults: tuple[ActiveFault, ...]
+
+
+class Done(_Control):
+    """The control command was carried out."""
+
+
+CONTROL_MODELS: Final[Mapping[str, type[BaseModel]]] = {
+    "advance": Advance,
+    "fill_order": FillOrder,
+    "cancel_unsolicited": CancelUnsolicited,
+    "restate": Restate,
+    "inject_fault": InjectFault,
+    "clear_faults": ClearFaults,
+    "list_faults": ListFaults,
+    "faults": Faults,
+    "get_status": GetStatus,
+    "venue_status": VenueStatus,
+    "done": Done,
+    "error": Rejection,
+}
+CONTROL_TYPES: Final[Mapping[type[BaseModel], str]] = {m: n for n, m in CONTROL_MODELS.items()}
+assert not (set(CONTROL_MODELS) - {"error"}) & set(MODELS), (
+    "control types must not shadow port types"
+)

@@ -1,0 +1,122 @@
+"""``ControlClient``: drives a venue process over its control endpoint (tests, the CLI)."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from types import TracebackType
+from typing import Self, TypeVar
+
+import zmq
+import zmq.asyncio
+from pydantic import BaseModel
+
+from bus.codec import WireError, decode, encode
+from mock_venue.control import (
+    CONTROL_MODELS,
+    CONTROL_TYPES,
+    Advance,
+    CancelUnsolicited,
+    ClearFaults,
+    Done,
+    Faults,
+    FillOrder,
+    GetStatus,
+    InjectFault,
+    ListFaults,
+    Restate,
+    VenueStatus,
+)
+from mock_venue.engine import VenueControlError
+from mock_venue.faults import ActiveFault, Fault
+from ports.models import Rejection
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class ControlClient:
+    """Async client of a venue's control endpoint; implements ``VenueControl``.
+
+    Each call waits for the venue to have carried the command out (``timeout`` seconds at most,
+    then ``TimeoutError``); a command the venue refuses raises ``VenueControlError``.
+    """
+
+    def __init__(self, endpoint: str, *, timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = zmq.asyncio.Context()
+        self._socket = self._context.socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.connect(endpoint)
+        self._ids = itertools.count(1)
+
+    async def _call(self, command: BaseModel, expected: type[_M]) -> _M:
+        request_id = next(self._ids)
+        await self._socket.send(encode(command, request_id=request_id, types=CONTROL_TYPES))
+        while True:
+            if not await self._socket.poll(int(self.timeout * 1000)):
+                raise TimeoutError(f"venue control at {self.endpoint} did not answer")
+            try:
+                envelope = decode(await self._socket.recv(), models=CONTROL_MODELS)
+            except WireError as error:
+                raise VenueControlError(f"unreadable control reply: {error}") from None
+            if envelope.request_id != request_id:
+                continue  # the late answer to a call that timed out
+            if isinstance(envelope.body, Rejection):
+                raise VenueControlError(envelope.body.message)
+            if not isinstance(envelope.body, expected):
+                raise VenueControlError(f"expected {expected.__name__}, got {envelope.type}")
+            return envelope.body
+
+    async def advance(self, seconds: float) -> None:
+        await self._call(Advance(seconds=seconds), Done)
+
+    async def fill(
+        self,
+        strategy_id: str,
+        client_order_id: str,
+        quantity: Decimal | None = None,
+        price: Decimal | None = None,
+    ) -> None:
+        command = FillOrder(
+            strategy_id=strategy_id, client_order_id=client_order_id, quantity=quantity, price=price
+        )
+        await self._call(command, Done)
+
+    async def cancel_unsolicited(self, strategy_id: str, client_order_id: str) -> None:
+        command = CancelUnsolicited(strategy_id=strategy_id, client_order_id=client_order_id)
+        await self._call(command, Done)
+
+    async def restate(self, strategy_id: str, client_order_id: str, quantity: Decimal) -> None:
+        command = Restate(
+            strategy_id=strategy_id, client_order_id=client_order_id, quantity=quantity
+        )
+        await self._call(command, Done)
+
+    async def inject(self, fault: Fault) -> ActiveFault:
+        return (await self._call(InjectFault(fault=fault), Faults)).faults[0]
+
+    async def clear_faults(self, fault_id: int | None = None) -> None:
+        await self._call(ClearFaults(fault_id=fault_id), Done)
+
+    async def active_faults(self) -> list[ActiveFault]:
+        return list((await self._call(ListFaults(), Faults)).faults)
+
+    async def status(self) -> VenueStatus:
+        """What the venue holds: orders, clients, sequence numbers, faults."""
+        return await self._call(GetStatus(), VenueStatus)
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+        self._context.term()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -24,8 +24,9 @@ class ImmediateFill(_Config):
 
 class SlicedFill(_Config):
     """An order fills in ``slices`` equal parts (rounded down to the lot size, the last part takes
-    the rest), one every ``interval`` seconds of logical time after acceptance. IOC takes the first
-    slice at once and cancels the rest; FOK fills only if ``slices`` is 1."""
+    the rest; at least one lot), one every ``interval`` seconds of logical time after acceptance.
+    IOC takes the first slice at once and cancels the rest; FOK fills only if the first slice
+    covers the whole order, else it is killed."""
 
     kind: Literal["sliced"] = "sliced"
     slices: int = Field(default=4, ge=1, le=10_000)

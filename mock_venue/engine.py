@@ -128,6 +128,7 @@ class _Order:
     notional: Decimal = Decimal(0)
     inflight_qty: Decimal = Decimal(0)  # fills decided but delayed by a DelayFills fault
     slices_done: int = 0
+    cancel_on_accept: bool = False  # a cancel-all arrived while the submit was still pending
     last_seq: int = 0
     updated_at: datetime | None = None
     submit_result: Reply | Rejection | None = None
@@ -227,10 +228,10 @@ class VenueEngine:
         order = self._orders.get((strategy_id, client_order_id))
         return None if order is None else self._snapshot(order)
 
-    def open_orders(self, strategy_id: str | None, instrument: str | None = None) -> OpenOrders:
-        """Open orders (all strategies' if ``strategy_id`` is None), oldest first."""
+    def open_orders(self, strategy_id: str, instrument: str | None = None) -> OpenOrders:
+        """A strategy's open orders, oldest first."""
         return OpenOrders(
-            strategy_id=strategy_id or "*",
+            strategy_id=strategy_id,
             orders=tuple(self._snapshot(o) for o in self._iter_open(strategy_id, instrument)),
         )
 
@@ -337,19 +338,23 @@ class VenueEngine:
             return
         if self._take(DropReplies, strategy, instrument):
             token = _DROPPED
-        delay = self._take(DelayAcks, strategy, instrument)
         match request:
             case SubmitOrder():
-                self._submit(request, token, delay.delay if delay else 0.0)
+                self._submit(request, token)
             case AmendOrder() | CancelOrder():
-                self._change(request, token, delay.delay if delay else 0.0)
+                self._change(request, token)
             case CancelAllOrders():
+                delay = self._ack_delay(strategy, instrument)
                 if delay:
-                    self._schedule(delay.delay, lambda: self._cancel_all(request, token))
+                    self._schedule(delay, lambda: self._cancel_all(request, token))
                 else:
                     self._cancel_all(request, token)
 
-    def _submit(self, request: SubmitOrder, token: Hashable, delay: float) -> None:
+    def _ack_delay(self, strategy_id: str, instrument: str | None) -> float:
+        fault = self._take(DelayAcks, strategy_id, instrument)
+        return fault.delay if fault else 0.0
+
+    def _submit(self, request: SubmitOrder, token: Hashable) -> None:
         key = (request.strategy_id, request.client_order_id)
         existing = self._orders.get(key)
         if existing is not None:
@@ -376,6 +381,7 @@ class VenueEngine:
             submit_waiters=[token],
         )
         self._orders[key] = order
+        delay = self._ack_delay(request.strategy_id, instrument.symbol)
         if delay:
             self._schedule(delay, lambda: self._accept(order))
         else:
@@ -384,11 +390,12 @@ class VenueEngine:
     def _accept(self, order: _Order) -> None:
         request, instrument = order.request, order.instrument
         problem = self._check_terms(instrument, request.quantity, request.limit_price)
-        fault = self._take(RejectOrders, request.strategy_id, instrument.symbol)
         if problem is None and request.expire_at is not None and request.expire_at <= self._now:
             problem = (ErrorReason.STALE_ORDER, f"expire_at {request.expire_at} has passed")
-        if problem is None and fault is not None:
-            problem = (fault.reason, fault.message)
+        if problem is None:
+            fault = self._take(RejectOrders, request.strategy_id, instrument.symbol)
+            if fault is not None:
+                problem = (fault.reason, fault.message)
         if problem is not None:
             order.base = OrderStatus.REJECTED
             self._publish(order, ExecType.REJECTED, reject_reason=problem[0], text=problem[1])
@@ -405,6 +412,9 @@ class VenueEngine:
         self._answer_submit(
             order, Acknowledgement(action=AckAction.SUBMIT, order=self._snapshot(order))
         )
+        if order.cancel_on_accept:
+            self._terminate(order, OrderStatus.CANCELED, ExecType.CANCELED, CancelReason.CANCEL_ALL)
+            return
         expiry = self._expiry(request)
         if expiry is not None:
             self._schedule_at(expiry, lambda: self._expire(order))
@@ -425,7 +435,7 @@ class VenueEngine:
         for token in waiters:
             self._respond(token, result)
 
-    def _change(self, request: AmendOrder | CancelOrder, token: Hashable, delay: float) -> None:
+    def _change(self, request: AmendOrder | CancelOrder, token: Hashable) -> None:
         order = self._orders.get((request.strategy_id, request.client_order_id))
         rejected = (
             ExecType.AMEND_REJECTED if isinstance(request, AmendOrder) else ExecType.CANCEL_REJECTED
@@ -453,6 +463,7 @@ class VenueEngine:
             self._reject(token, problem[0], request.client_order_id, problem[1])
             return
         pending = _Pending(request, token)
+        delay = self._ack_delay(request.strategy_id, order.instrument.symbol)
         if delay:
             order.pending = pending
             self._publish(
@@ -493,6 +504,16 @@ class VenueEngine:
 
     def _cancel_all(self, request: CancelAllOrders, token: Hashable) -> None:
         canceled = []
+        # Orders whose acknowledgement is delayed are canceled as soon as they are accepted.
+        for order in self._orders.values():
+            if (
+                order.base is OrderStatus.PENDING_NEW
+                and order.request.strategy_id == request.strategy_id
+                and request.instrument in (None, order.request.instrument)
+                and request.side in (None, order.request.side)
+            ):
+                order.cancel_on_accept = True
+                canceled.append(order.request.client_order_id)
         for order in list(self._iter_open(request.strategy_id, request.instrument)):
             if request.side is not None and order.request.side is not request.side:
                 continue
@@ -614,15 +635,13 @@ class VenueEngine:
         order.base = (
             OrderStatus.FILLED if order.cum_qty >= order.quantity else OrderStatus.PARTIALLY_FILLED
         )
-        self._publish(
+        self._report(
             order,
             ExecType.TRADE,
             last_qty=qty,
             last_px=px,
             fill_id=f"{self.config.venue_id}-F{self._fill_ids}",
         )
-        if order.base is OrderStatus.FILLED:
-            self._ended(order)
 
     # --- state changes ------------------------------------------------------------------------
 
@@ -632,35 +651,52 @@ class VenueEngine:
             order.base = OrderStatus.FILLED
         else:
             order.quantity = quantity
-        self._publish(order, exec_type)
-        if order.base is OrderStatus.FILLED:
-            self._ended(order)
+        self._report(order, exec_type)
 
     def _terminate(
         self, order: _Order, status: OrderStatus, exec_type: ExecType, reason: CancelReason
     ) -> None:
         order.base = status
-        self._publish(order, exec_type, cancel_reason=reason)
-        self._ended(order)
+        self._report(order, exec_type, cancel_reason=reason)
 
     def _expire(self, order: _Order) -> None:
         if order.working:
             self._terminate(order, OrderStatus.EXPIRED, ExecType.EXPIRED, CancelReason.EXPIRED)
 
-    def _ended(self, order: _Order) -> None:
-        """The order just became terminal: it leaves the book, a pending change is too late."""
-        self._open[order.instrument.symbol].pop(order.key, None)
-        pending, order.pending = order.pending, None
-        if pending is None:
-            return
-        rejected = (
-            ExecType.AMEND_REJECTED
-            if isinstance(pending.request, AmendOrder)
-            else ExecType.CANCEL_REJECTED
+    def _report(
+        self,
+        order: _Order,
+        exec_type: ExecType,
+        *,
+        last_qty: Decimal = Decimal(0),
+        last_px: Decimal | None = None,
+        fill_id: str | None = None,
+        cancel_reason: CancelReason | None = None,
+    ) -> None:
+        """Publish a change of the order. If it just ended, it leaves the book first, and a
+        cancel or amend still pending is moot: the report shows the terminal status, and the
+        pending request is then rejected as too late."""
+        pending = None
+        if not order.working:
+            self._open[order.instrument.symbol].pop(order.key, None)
+            pending, order.pending = order.pending, None
+        self._publish(
+            order,
+            exec_type,
+            last_qty=last_qty,
+            last_px=last_px,
+            fill_id=fill_id,
+            cancel_reason=cancel_reason,
         )
-        text = f"the order is {order.base.value}"
-        self._publish(order, rejected, reject_reason=ErrorReason.TOO_LATE, text=text)
-        self._reject(pending.token, ErrorReason.TOO_LATE, order.request.client_order_id, text)
+        if pending is not None:
+            rejected = (
+                ExecType.AMEND_REJECTED
+                if isinstance(pending.request, AmendOrder)
+                else ExecType.CANCEL_REJECTED
+            )
+            text = f"the order is {order.base.value}"
+            self._publish(order, rejected, reject_reason=ErrorReason.TOO_LATE, text=text)
+            self._reject(pending.token, ErrorReason.TOO_LATE, order.request.client_order_id, text)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -700,13 +736,10 @@ class VenueEngine:
             raise VenueControlError(f"order {client_order_id!r} is {order.status.value}")
         return order
 
-    def _iter_open(self, strategy_id: str | None, instrument: str | None) -> Iterator[_Order]:
+    def _iter_open(self, strategy_id: str, instrument: str | None) -> Iterator[_Order]:
         books = [self._open.get(instrument, {})] if instrument else list(self._open.values())
         orders = [
-            o
-            for book in books
-            for o in book.values()
-            if strategy_id is None or o.request.strategy_id == strategy_id
+            o for book in books for o in book.values() if o.request.strategy_id == strategy_id
         ]
         return iter(sorted(orders, key=lambda o: o.number))
 
@@ -730,6 +763,7 @@ class VenueEngine:
 
     def _throttled(self, strategy_id: str, instrument: str | None) -> float | None:
         """Seconds to wait if a Throttle fault refuses this request, else None (and count it)."""
+        windows = []
         for active in self._faults.values():
             fault = active.fault
             if not isinstance(fault, Throttle) or not self._applies(fault, strategy_id, instrument):
@@ -741,6 +775,8 @@ class VenueEngine:
             if len(window) >= fault.max_requests:
                 active.fired += 1
                 return (window[0] - horizon).total_seconds()
+            windows.append(window)
+        for window in windows:
             window.append(self._now)
         return None
 

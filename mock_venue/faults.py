@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ports.enums import ErrorReason
 from ports.models import Identifier
@@ -18,13 +18,32 @@ class _Fault(BaseModel):
     instrument: Identifier | None = Field(default=None, description="Only this instrument's.")
 
 
+REJECT_REASONS = frozenset(
+    {
+        ErrorReason.VENUE_REJECTED,
+        ErrorReason.INVALID_REQUEST,
+        ErrorReason.UNKNOWN_INSTRUMENT,
+        ErrorReason.LIMIT_EXCEEDED,
+        ErrorReason.STALE_ORDER,
+    }
+)
+
+
 class RejectOrders(_Fault):
-    """Reject the next ``count`` new orders with ``reason``."""
+    """Reject the next ``count`` new orders (that pass the venue's own checks) with ``reason``."""
 
     kind: Literal["reject_orders"] = "reject_orders"
     count: int = Field(default=1, ge=1)
     reason: ErrorReason = ErrorReason.VENUE_REJECTED
     message: str = "rejected by fault injection"
+
+    @field_validator("reason")
+    @classmethod
+    def _an_order_rejection(cls, reason: ErrorReason) -> ErrorReason:
+        if reason not in REJECT_REASONS:
+            allowed = ", ".join(sorted(r.value for r in REJECT_REASONS))
+            raise ValueError(f"a venue rejects an order for one of: {allowed}")
+        return reason
 
 
 class Throttle(_Fault):
@@ -37,8 +56,10 @@ class Throttle(_Fault):
 
 
 class DelayAcks(_Fault):
-    """Process the next ``count`` order requests (all, if None) ``delay`` seconds of venue time
-    after they arrive. Amends and cancels show as pending meanwhile; submits as pending new."""
+    """Carry out the next ``count`` order requests (all, if None) ``delay`` seconds of venue time
+    after they arrive. Amends and cancels show as pending meanwhile; submits as pending new.
+    Requests that fail the venue's arrival checks (unknown order, duplicate id, a change already
+    pending, too late) are answered at once and do not use the fault."""
 
     kind: Literal["delay_acks"] = "delay_acks"
     delay: float = Field(gt=0)

@@ -61,7 +61,7 @@ class PortBase(OrderExecutionPort):
         self.ack_timeout = ack_timeout
         self._state = PortState.IDLE
         self._next_request_id = 0
-        self._pending: dict[int, tuple[asyncio.Future[Any], type[Any]]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], type[Any], str | None]] = {}
         self._streams: weakref.WeakSet[UpdateStream] = weakref.WeakSet()
         self._order_streams: dict[str, weakref.WeakSet[UpdateStream]] = {}
         self._state_watchers: list[asyncio.Queue[PortState]] = []
@@ -91,7 +91,7 @@ class PortBase(OrderExecutionPort):
         entry = self._pending.pop(request_id, None)
         if entry is None:
             return
-        future, expected = entry
+        future, expected, _ = entry
         if future.done():
             return
         if isinstance(result, Rejection):
@@ -132,18 +132,22 @@ class PortBase(OrderExecutionPort):
         for queue in self._state_watchers:
             queue.put_nowait(state)
 
-    async def state_changes(self) -> AsyncIterator[PortState]:
+    def state_changes(self) -> AsyncIterator[PortState]:
         self._check_usable()
         queue: asyncio.Queue[PortState] = asyncio.Queue()
-        self._state_watchers.append(queue)
-        try:
-            while True:
-                state = await queue.get()
-                yield state
-                if state is PortState.CLOSED:
-                    return
-        finally:
-            self._state_watchers.remove(queue)
+        self._state_watchers.append(queue)  # now, not at the first iteration: nothing is missed
+
+        async def changes() -> AsyncIterator[PortState]:
+            try:
+                while True:
+                    state = await queue.get()
+                    yield state
+                    if state is PortState.CLOSED:
+                        return
+            finally:
+                self._state_watchers.remove(queue)
+
+        return changes()
 
     async def open(self) -> None:
         if self._state is PortState.CLOSED:
@@ -166,12 +170,13 @@ class PortBase(OrderExecutionPort):
             await self._disconnect()
         finally:
             pending, self._pending = self._pending, {}
-            for future, _ in pending.values():
+            for future, _, client_order_id in pending.values():
                 if not future.done():
                     future.set_exception(
                         PortClosedError(
                             "the port closed before the venue answered; outcome unknown",
                             outcome=Outcome.UNKNOWN,
+                            client_order_id=client_order_id,
                         )
                     )
             for stream in [*self._streams, *(s for ss in self._order_streams.values() for s in ss)]:
@@ -199,7 +204,7 @@ class PortBase(OrderExecutionPort):
         request_id = self._new_request_id()
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
-        self._pending[request_id] = (future, expected)
+        self._pending[request_id] = (future, expected, getattr(request, "client_order_id", None))
         try:
             await self._transmit(request_id, request)
         except BaseException:

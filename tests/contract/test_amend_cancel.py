@@ -138,7 +138,7 @@ async def test_cancel_racing_a_fill_loses(port: OrderExecutionPort, venue: Venue
     assert kinds(events) == [
         (A, "new"),
         (ExecType.PENDING_CANCEL, "pending_cancel"),
-        (F, "pending_cancel"),  # FIX precedence: pending cancel outranks filled
+        (F, "filled"),  # the order ended: the pending cancel is moot
         (ExecType.CANCEL_REJECTED, "filled"),
     ]
     assert events[2].leaves_qty == 0
@@ -229,3 +229,37 @@ async def test_unsolicited_cancel_and_restatement_reach_the_stream(
     assert kinds(events)[2:] == [(ExecType.RESTATED, "new"), (ExecType.CANCELED, "canceled")]
     assert (events[2].quantity, events[2].leaves_qty) == (60, 60)
     assert events[3].cancel_reason is CancelReason.UNSOLICITED
+
+
+async def test_cancel_all_also_cancels_orders_not_yet_acknowledged(
+    port: OrderExecutionPort, venue: VenueControl
+) -> None:
+    updates = port.updates()
+    await venue.inject(DelayAcks(delay=1.0, count=1))
+    handle = await port.submit_nowait(limit("slow"))
+    assert (await port.cancel_all()).client_order_ids == ("slow",)
+    await venue.advance(1)
+    assert (await handle.acknowledged(timeout=5)).order.client_order_id == "slow"
+    events = await take(updates, 2)
+    assert kinds(events) == [(A, "new"), (ExecType.CANCELED, "canceled")]
+    assert events[1].cancel_reason is CancelReason.CANCEL_ALL
+
+
+async def test_an_order_ending_while_an_amend_is_pending_rejects_the_amend(
+    port: OrderExecutionPort, venue: VenueControl
+) -> None:
+    updates = port.updates()
+    await port.submit(limit("o1"))
+    await venue.inject(DelayAcks(delay=1.0, count=1))
+    handle = await port.amend_nowait(amend("o1", quantity=200))
+    await port.cancel_all()
+    with pytest.raises(OrderRejectedError) as caught:
+        await handle.acknowledged(timeout=5)
+    assert caught.value.reason is ErrorReason.TOO_LATE
+    events = await take(updates, 4)
+    assert kinds(events) == [
+        (A, "new"),
+        (ExecType.PENDING_AMEND, "pending_amend"),
+        (ExecType.CANCELED, "canceled"),
+        (ExecType.AMEND_REJECTED, "canceled"),
+    ]

@@ -153,7 +153,7 @@ Step = (
 
 _strategy_ids = st.sampled_from(STRATEGIES)
 _targets: st.SearchStrategy[Target] = st.tuples(
-    st.sampled_from(("open", "open", "any", "unknown")), st.integers(0, 30)
+    st.sampled_from(("open", "open", "open", "any", "any", "unknown")), st.integers(0, 30)
 )
 _ticks = st.integers(-4, 4)
 _RESTING = (TimeInForce.DAY, TimeInForce.GTC)
@@ -191,20 +191,25 @@ def _amends(draw: st.DrawFn) -> Amend:
 
 
 _scope = st.none() | st.none() | _strategy_ids
+_delay_acks = st.builds(
+    DelayAcks, delay=st.integers(1, 2).map(float), count=st.integers(1, 3), strategy_id=_scope
+)
 _faults: st.SearchStrategy[Fault] = st.one_of(
-    st.builds(DelayAcks, delay=st.integers(1, 2).map(float), count=st.integers(1, 3),
-              strategy_id=_scope),
+    # Delayed acks twice as often: they are what makes cancels and amends pending.
+    _delay_acks,
+    _delay_acks,
     st.builds(DelayFills, delay=st.just(1.0), count=st.integers(1, 2), strategy_id=_scope),
     st.builds(RejectOrders, count=st.just(1), strategy_id=_scope),
     st.builds(DropReplies, count=st.just(1), strategy_id=_scope),
     st.builds(Throttle, max_requests=st.just(3), interval=st.just(1.0), strategy_id=_scope),
-)  # fmt: skip
+)
 
 _steps: st.SearchStrategy[Step] = st.one_of(
     _submits(),
     _submits(),
     _submits(),
     st.builds(Resend, pick=st.integers(0, 30), identical=st.booleans()),
+    _amends(),
     _amends(),
     _amends(),
     st.builds(Cancel, target=_targets),
@@ -218,7 +223,8 @@ _steps: st.SearchStrategy[Step] = st.one_of(
     st.builds(Restate, target=_targets, quantity=st.integers(1, 8)),
     st.builds(Advance, seconds=st.integers(0, 3)),
     st.builds(Advance, seconds=st.integers(0, 3)),
-    # Faults twice as often: pending states need a delayed ack followed by more requests.
+    # Faults often: a pending state needs a delayed ack, then more requests.
+    st.builds(Inject, fault=_faults),
     st.builds(Inject, fault=_faults),
     st.builds(Inject, fault=_faults),
     st.builds(ClearFaults, pick=st.none() | st.integers(0, 5)),

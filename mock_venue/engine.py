@@ -149,7 +149,8 @@ class _Order:
 
     @property
     def working(self) -> bool:
-        return self.base in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+        base = self.base  # identity, not enum equality: this is on every event's path
+        return base is OrderStatus.NEW or base is OrderStatus.PARTIALLY_FILLED
 
     @property
     def leaves_qty(self) -> Decimal:

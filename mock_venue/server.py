@@ -289,20 +289,22 @@ class VenueServer:
         return ReplayReply(strategy_id=request.strategy_id, events=events)
 
     def _dispatch(self, outputs: Iterable[Output]) -> None:
+        # Replies first: the requester is waiting on them, and nothing orders a reply against the
+        # events on the other socket anyway. Events keep their own order.
+        events = []
         for output in outputs:
             if isinstance(output, Publish):
-                report = output.report
-                frame = encode(report)
-                self._frames.append(frame)
-                self._stream_index.setdefault(report.strategy_id, array("Q")).append(
-                    report.venue_seq
-                )
-                self._events.send_multipart([strategy_topic(report.strategy_id), frame])
+                events.append(output.report)
             else:
                 key = output.token
                 cache = key not in self._uncached
                 self._uncached.discard(key)
                 self._answer(key, output.result, cache=cache)
+        for report in events:
+            frame = encode(report)
+            self._frames.append(frame)
+            self._stream_index.setdefault(report.strategy_id, array("Q")).append(report.venue_seq)
+            self._events.send_multipart([strategy_topic(report.strategy_id), frame])
 
     def _answer(self, key: Hashable, result: BaseModel, *, cache: bool) -> None:
         assert isinstance(key, tuple)

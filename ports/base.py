@@ -14,13 +14,8 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
-from ports.enums import ErrorReason, Outcome, Side
-from ports.errors import (
-    ConnectivityError,
-    OrderRejectedError,
-    PortClosedError,
-    error_from_rejection,
-)
+from ports.enums import Outcome, Side
+from ports.errors import PortClosedError, PortError, check_strategy, settle
 from ports.models import (
     Acknowledgement,
     AmendOrder,
@@ -33,7 +28,6 @@ from ports.models import (
     OrderRequest,
     OrderSnapshot,
     QueryOrder,
-    Rejection,
     Reply,
     Request,
     SubmitOrder,
@@ -94,17 +88,10 @@ class PortBase(OrderExecutionPort):
         future, expected, _ = entry
         if future.done():
             return
-        if isinstance(result, Rejection):
-            future.set_exception(error_from_rejection(result))
-        elif not isinstance(result, expected):
-            future.set_exception(
-                ConnectivityError(
-                    f"venue answered a {expected.__name__} request with {type(result).__name__}",
-                    reason=ErrorReason.PROTOCOL_ERROR,
-                )
-            )
-        else:
-            future.set_result(result)
+        try:
+            future.set_result(settle(result, expected))
+        except PortError as error:
+            future.set_exception(error)
 
     def _on_report(self, report: ExecutionReport) -> None:
         """Deliver one execution report to every interested stream."""
@@ -194,13 +181,7 @@ class PortBase(OrderExecutionPort):
 
     async def _request(self, request: Request, expected: type[_R]) -> asyncio.Future[_R]:
         self._check_usable()
-        if request.strategy_id != self._strategy_id:
-            raise OrderRejectedError(
-                f"request for strategy {request.strategy_id!r} sent through the port of "
-                f"strategy {self._strategy_id!r}",
-                reason=ErrorReason.INVALID_REQUEST,
-                client_order_id=getattr(request, "client_order_id", None),
-            )
+        check_strategy(self._strategy_id, request)
         request_id = self._new_request_id()
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)

@@ -18,6 +18,8 @@ sending the same request again can succeed. See docs/errors.md for what to do wi
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from ports.enums import ErrorReason, Outcome
 from ports.models import Rejection
 
@@ -134,6 +136,32 @@ class PortClosedError(PortError):
             reason=ErrorReason.PORT_CLOSED,
             outcome=outcome,
             client_order_id=client_order_id,
+        )
+
+
+_T = TypeVar("_T")
+
+
+def settle(result: object, expected: type[_T]) -> _T:
+    """The venue's answer as the expected reply, or raise the error it stands for."""
+    if isinstance(result, Rejection):
+        raise error_from_rejection(result)
+    if not isinstance(result, expected):
+        raise ConnectivityError(
+            f"venue answered a {expected.__name__} request with {type(result).__name__}",
+            reason=ErrorReason.PROTOCOL_ERROR,
+        )
+    return result
+
+
+def check_strategy(strategy_id: str, request: object) -> None:
+    """Refuse, before sending, a request of another strategy than the port's."""
+    requested = getattr(request, "strategy_id", strategy_id)
+    if requested != strategy_id:
+        raise OrderRejectedError(
+            f"request for strategy {requested!r} sent through the port of strategy {strategy_id!r}",
+            reason=ErrorReason.INVALID_REQUEST,
+            client_order_id=getattr(request, "client_order_id", None),
         )
 
 

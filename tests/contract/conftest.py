@@ -12,18 +12,20 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
 from mock_venue.clock import ManualClock
 from mock_venue.control_client import ControlClient
 from mock_venue.port import MockVenue, VenueControl
 from mock_venue.process import VenueProcess
 from ports import OrderExecutionPort
+from tests.contract.blocking_adapter import BlockingAsAsync
 from tests.contract.helpers import STRATEGY
 from tests.contract.venue_setup import CONTRACT_VENUE, SEED, START
 
 PortFactory = Callable[..., OrderExecutionPort]
 
-IMPLEMENTATIONS = ["mock", "zmq"]
+IMPLEMENTATIONS = ["mock", "zmq", "zmq-blocking"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -52,6 +54,15 @@ async def venue_and_factory(venue_kind: str) -> AsyncIterator[tuple[VenueControl
         def zmq_factory(
             strategy_id: str = STRATEGY, ack_timeout: float = 5.0
         ) -> OrderExecutionPort:
+            if venue_kind == "zmq-blocking":
+                return BlockingAsAsync(
+                    BlockingOrderExecutionPort(
+                        strategy_id,
+                        command=endpoints.command,
+                        events=endpoints.events,
+                        ack_timeout=ack_timeout,
+                    )
+                )
             return ZmqOrderExecutionPort(
                 strategy_id,
                 command=endpoints.command,

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from mock_venue.clock import Clock, ManualClock, WallClock
 from mock_venue.config import (
+    DEFAULT_INSTRUMENTS,
     ImmediateFill,
     InstrumentConfig,
     ManualFill,
@@ -32,15 +33,6 @@ from mock_venue.server import Endpoints, VenueServer
 DEFAULT_COMMAND = "tcp://127.0.0.1:5555"
 DEFAULT_EVENTS = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
-
-DEFAULT_INSTRUMENTS = (
-    InstrumentConfig(symbol="ACME", reference_price=Decimal("100.00"), fill_model=PricePathFill()),
-    InstrumentConfig(symbol="GLOBEX", reference_price=Decimal("25.00"), fill_model=SlicedFill()),
-    InstrumentConfig(
-        symbol="INITECH", reference_price=Decimal("10.00"), fill_model=ImmediateFill()
-    ),
-    InstrumentConfig(symbol="HOOLI", reference_price=Decimal("50.00"), fill_model=ManualFill()),
-)
 
 _MODELS = {
     "immediate": ImmediateFill,

@@ -86,3 +86,14 @@ class VenueConfig(_Config):
     def instrument(self, symbol: str) -> InstrumentConfig | None:
         """The instrument called ``symbol``, if the venue trades it."""
         return next((i for i in self.instruments if i.symbol == symbol), None)
+
+
+DEFAULT_INSTRUMENTS = (
+    InstrumentConfig(symbol="ACME", reference_price=Decimal("100.00"), fill_model=PricePathFill()),
+    InstrumentConfig(symbol="GLOBEX", reference_price=Decimal("25.00"), fill_model=SlicedFill()),
+    InstrumentConfig(
+        symbol="INITECH", reference_price=Decimal("10.00"), fill_model=ImmediateFill()
+    ),
+    InstrumentConfig(symbol="HOOLI", reference_price=Decimal("50.00"), fill_model=ManualFill()),
+)
+"""One instrument per fill model: a venue's instruments when none are configured."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import threading
+from collections.abc import Coroutine
 from decimal import Decimal
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -32,6 +35,7 @@ from mock_venue.faults import ActiveFault, Fault
 from ports.models import Rejection
 
 _M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
 
 
 class ControlClient:
@@ -120,3 +124,67 @@ class ControlClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class BlockingControlClient:
+    """``ControlClient`` for code that is not asyncio: it runs on a private event loop."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 10.0) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+        async def make() -> ControlClient:  # zmq.asyncio sockets belong to their loop
+            return ControlClient(endpoint, timeout=timeout)
+
+        self._client = self._run(make())
+
+    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def advance(self, seconds: float) -> None:
+        """Move a manual-clock venue's time forward."""
+        self._run(self._client.advance(seconds))
+
+    def fill(
+        self,
+        strategy_id: str,
+        client_order_id: str,
+        quantity: Decimal | None = None,
+        price: Decimal | None = None,
+    ) -> None:
+        """Fill a working order now."""
+        self._run(self._client.fill(strategy_id, client_order_id, quantity, price))
+
+    def cancel_unsolicited(self, strategy_id: str, client_order_id: str) -> None:
+        """The venue cancels a working order on its own."""
+        self._run(self._client.cancel_unsolicited(strategy_id, client_order_id))
+
+    def restate(self, strategy_id: str, client_order_id: str, quantity: Decimal) -> None:
+        """The venue reduces a working order's quantity on its own."""
+        self._run(self._client.restate(strategy_id, client_order_id, quantity))
+
+    def inject(self, fault: Fault) -> ActiveFault:
+        """Put a fault in force."""
+        return self._run(self._client.inject(fault))
+
+    def clear_faults(self, fault_id: int | None = None) -> None:
+        """Remove one fault, or all."""
+        self._run(self._client.clear_faults(fault_id))
+
+    def active_faults(self) -> list[ActiveFault]:
+        """The faults in force."""
+        return self._run(self._client.active_faults())
+
+    def status(self) -> VenueStatus:
+        """What the venue holds."""
+        return self._run(self._client.status())
+
+    def close(self) -> None:
+        async def close() -> None:
+            self._client.close()
+
+        self._run(close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

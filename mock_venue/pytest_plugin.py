@@ -1,0 +1,108 @@
+"""orderbus's pytest plugin: test a strategy against a real mock venue process.
+
+Installed with orderbus (entry point ``pytest11``); nothing to configure. Fixtures:
+
+- ``mock_venue``: a venue process on free loopback ports, on a manual clock (``VenueProcess``);
+  stopped after the test, pass or fail. Override ``mock_venue_config`` / ``mock_venue_clock`` /
+  ``mock_venue_seed`` in your conftest to change what it trades and how.
+- ``venue_control`` (async) / ``blocking_venue_control``: scripted fills, logical time, faults.
+- ``order_port`` (async, ``ZmqOrderExecutionPort``) / ``blocking_order_port``: an open port for
+  ``strategy_id`` (override the ``strategy_id`` fixture to rename it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from bus.blocking import BlockingOrderExecutionPort
+from bus.client import ZmqOrderExecutionPort
+from mock_venue.config import DEFAULT_INSTRUMENTS, VenueConfig
+from mock_venue.control_client import BlockingControlClient, ControlClient
+from mock_venue.process import VenueProcess
+from mock_venue.server import Endpoints
+
+
+@pytest.fixture
+def mock_venue_config() -> VenueConfig:
+    """What the venue trades: one instrument per fill model (ACME price path, GLOBEX sliced,
+    INITECH immediate, HOOLI manual)."""
+    return VenueConfig(instruments=DEFAULT_INSTRUMENTS)
+
+
+@pytest.fixture
+def mock_venue_clock() -> str:
+    """``"manual"``: time moves only with ``venue_control.advance``; ``"wall"``: real time."""
+    return "manual"
+
+
+@pytest.fixture
+def mock_venue_seed() -> int:
+    """Seed of the venue's price paths."""
+    return 0
+
+
+@pytest.fixture
+def strategy_id() -> str:
+    """The strategy the ``order_port`` fixtures trade for."""
+    return "test-strategy"
+
+
+@pytest.fixture
+def mock_venue(
+    mock_venue_config: VenueConfig, mock_venue_clock: str, mock_venue_seed: int
+) -> Iterator[VenueProcess]:
+    """A venue process for this test; its endpoints are ``mock_venue.endpoints``."""
+    process = VenueProcess(mock_venue_config, seed=mock_venue_seed, clock=mock_venue_clock)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _endpoints(venue: VenueProcess) -> Endpoints:
+    assert venue.endpoints is not None, "the venue is not running"
+    return venue.endpoints
+
+
+@pytest_asyncio.fixture
+async def venue_control(mock_venue: VenueProcess) -> AsyncIterator[ControlClient]:
+    """Control of the venue from an async test: ``await venue_control.fill(...)``."""
+    async with ControlClient(_endpoints(mock_venue).control) as control:
+        yield control
+
+
+@pytest.fixture
+def blocking_venue_control(mock_venue: VenueProcess) -> Iterator[BlockingControlClient]:
+    """Control of the venue from a plain test: ``blocking_venue_control.fill(...)``."""
+    control = BlockingControlClient(_endpoints(mock_venue).control)
+    try:
+        yield control
+    finally:
+        control.close()
+
+
+@pytest_asyncio.fixture
+async def order_port(
+    mock_venue: VenueProcess, strategy_id: str
+) -> AsyncIterator[ZmqOrderExecutionPort]:
+    """An open asyncio port on the venue."""
+    endpoints = _endpoints(mock_venue)
+    port = ZmqOrderExecutionPort(strategy_id, command=endpoints.command, events=endpoints.events)
+    async with port:
+        yield port
+
+
+@pytest.fixture
+def blocking_order_port(
+    mock_venue: VenueProcess, strategy_id: str
+) -> Iterator[BlockingOrderExecutionPort]:
+    """An open blocking port on the venue."""
+    endpoints = _endpoints(mock_venue)
+    with BlockingOrderExecutionPort(
+        strategy_id, command=endpoints.command, events=endpoints.events
+    ) as port:
+        yield port

@@ -1,0 +1,3 @@
+"""Suite-wide configuration."""
+
+pytest_plugins = ["pytester"]

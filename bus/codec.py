@@ -212,7 +212,10 @@ def decode(frame: bytes, *, models: Mapping[str, type[BaseModel]] = MODELS) -> E
         raise WireError("a message is a msgpack map")
     request_id = raw.get("id")
     client_id = raw.get("c")
-    if not (request_id is None or (isinstance(request_id, int) and request_id >= 0)):
+    if not (
+        request_id is None
+        or (isinstance(request_id, int) and not isinstance(request_id, bool) and request_id >= 0)
+    ):
         raise WireError("'id' must be a non-negative integer")
     if not (client_id is None or isinstance(client_id, str)):
         raise WireError("'c' must be a string", request_id=request_id)
@@ -223,7 +226,8 @@ def decode(frame: bytes, *, models: Mapping[str, type[BaseModel]] = MODELS) -> E
             request_id=request_id,
             client_id=client_id,
         )
-    model = models.get(raw.get("t"))  # type: ignore[arg-type]
+    message_type = raw.get("t")
+    model = models.get(message_type) if isinstance(message_type, str) else None
     if model is None:
         raise WireError(
             f"unknown message type {raw.get('t')!r}", request_id=request_id, client_id=client_id

@@ -1,181 +1,166 @@
-"""The main job: a small market-making strategy trading against the in-process mock venue.
+"""The main job: a venue process and several strategy processes trading against it.
 
-Run with ``python3 dev.py demo`` (or ``orderbus-demo`` in the virtual environment). Logical time
-runs on a ManualClock, so a seed gives the same session every time.
+``python3 dev.py demo`` (or ``orderbus-demo``) starts ``mock-venue serve`` on free ports, starts
+``--strategies`` trader processes (``mock_venue.trader``) that each place ``--orders`` orders with
+amends and cancels, follows every event on the all-events stream meanwhile, and prints a summary:
+orders, fills, submit->ack latency, and whether each strategy, the monitor and the venue agree.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
+import json
+import shutil
+import subprocess
+import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
-from mock_venue.config import InstrumentConfig, PricePathFill, SlicedFill, VenueConfig
-from mock_venue.faults import Throttle
-from mock_venue.port import MockVenue
-from ports import (
-    CancelOrder,
-    ExecType,
-    ExecutionReport,
-    OrderExecutionPort,
-    OrderRejectedError,
-    OrderType,
-    Side,
-    SubmitOrder,
-    ThrottleError,
-    UpdateStream,
+from bus.monitor import BlockingMonitor
+from mock_venue.config import (
+    ImmediateFill,
+    InstrumentConfig,
+    PricePathFill,
+    SlicedFill,
+    VenueConfig,
 )
+from mock_venue.control_client import BlockingControlClient
+from mock_venue.process import VenueProcess
 
 DEMO_VENUE = VenueConfig(
     instruments=(
         InstrumentConfig(
-            symbol="ACME",
-            reference_price=Decimal("100.00"),
-            fill_model=PricePathFill(step_interval=1.0, max_ticks_per_step=4),
-        ),
-        InstrumentConfig(
             symbol="GLOBEX",
             reference_price=Decimal("25.00"),
-            fill_model=SlicedFill(slices=3, interval=2.0),
+            fill_model=SlicedFill(slices=3, interval=0.02),
+        ),
+        InstrumentConfig(
+            symbol="INITECH", reference_price=Decimal("10.00"), fill_model=ImmediateFill()
+        ),
+        InstrumentConfig(
+            symbol="ACME",
+            reference_price=Decimal("100.00"),
+            fill_model=PricePathFill(step_interval=0.01, max_ticks_per_step=2),
         ),
     )
 )
 
 
-@dataclass
-class Book:
-    """What the strategy learned from its stream."""
-
-    events: Counter[ExecType] = field(default_factory=Counter)
-    position: Counter[str] = field(default_factory=Counter)
-    fills: int = 0
-    volume: Decimal = Decimal(0)
-    seen_fill_ids: set[str] = field(default_factory=set)
-
-    def apply(self, report: ExecutionReport) -> None:
-        self.events[report.exec_type] += 1
-        if report.fill_id is None or report.fill_id in self.seen_fill_ids:
-            return
-        self.seen_fill_ids.add(report.fill_id)
-        self.fills += 1
-        signed = report.last_qty if report.side is Side.BUY else -report.last_qty
-        self.position[report.instrument] += int(signed)
-        self.volume += report.last_qty * (report.last_px or 0)
-
-
-def describe(report: ExecutionReport) -> str:
-    detail = f"{report.side.value:4} {report.quantity:>4} {report.instrument:6}"
-    if report.limit_price is not None:
-        detail += f" @ {report.limit_price}"
-    if report.exec_type is ExecType.TRADE:
-        detail += f"  filled {report.last_qty} @ {report.last_px} ({report.fill_id})"
-    reason = report.reject_reason or report.cancel_reason
-    if reason is not None:
-        detail += f"  [{reason.value}]"
-    return (
-        f"{report.venue_time:%H:%M:%S}  #{report.seq:<3} {report.exec_type.value:15} "
-        f"{report.client_order_id:8} {detail}  -> {report.status.value}"
-    )
-
-
-async def drain(updates: UpdateStream, book: Book, quiet: bool) -> None:
-    while True:
-        try:
-            report = await updates.get(timeout=0)
-        except TimeoutError:
-            return
-        book.apply(report)
-        if not quiet:
-            click.echo(describe(report))
+def run_strategies(
+    venue: VenueProcess, strategies: int, orders: int, seed: int, monitor: BlockingMonitor
+) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """Run the trader processes to the end while the monitor follows every event."""
+    assert venue.endpoints is not None
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mock_venue.trader",
+                "--strategy",
+                f"strategy-{n}",
+                "--orders",
+                str(orders),
+                "--seed",
+                str(seed + n),
+                "--command",
+                venue.endpoints.command,
+                "--events",
+                venue.endpoints.events,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(1, strategies + 1)
+    ]
+    seen: Counter[str] = Counter()
+    while any(p.poll() is None for p in processes):
+        for report in monitor.reports(timeout=0.05):
+            seen[report.strategy_id] += 1
+    results = []
+    for process in processes:
+        out, _ = process.communicate()
+        if process.returncode != 0:
+            raise click.ClickException(f"a strategy process failed (exit {process.returncode})")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results, seen
 
 
-async def trade(seconds: int, seed: int, quiet: bool) -> Book:
-    venue = MockVenue(DEMO_VENUE, seed=seed)
-    book = Book()
-    ids = (f"mm-{n}" for n in itertools.count(1))
-    async with venue.port("market-maker") as port:
-        updates = port.updates()
-        # Half-way through, the venue starts throttling: the strategy backs off and carries on.
-        for second in range(seconds):
-            if second == seconds // 2:
-                await venue.inject(Throttle(max_requests=2, interval=1.0))
-                click.echo("--- venue starts throttling: at most 2 requests a second ---")
-            await quote(port, venue, ids, second)
-            await venue.advance(1)
-            await drain(updates, book, quiet)
-        while True:
-            try:
-                canceled = await port.cancel_all()
-                break
-            except ThrottleError as error:  # logical time: wait by advancing the venue's clock
-                await venue.advance(error.retry_after)
-        await drain(updates, book, quiet)
-        click.echo(f"--- end of session: cancel-all canceled {len(canceled.client_order_ids)}")
-    await venue.aclose()
-    return book
-
-
-async def quote(
-    port: OrderExecutionPort, venue: MockVenue, ids: Iterator[str], second: int
-) -> None:
-    """Quote both sides of ACME around its reference price, pull the oldest quotes, and every
-    fifth second buy some GLOBEX (which fills in slices). Throttled: back off until next second."""
-    mid = venue.engine.reference_price("ACME")
-    try:
-        for side, offset in ((Side.BUY, Decimal("-0.05")), (Side.SELL, Decimal("0.05"))):
-            await port.submit(limit(port, next(ids), "ACME", side, Decimal(10), mid + offset))
-        if second % 5 == 0:
-            await port.submit(limit(port, next(ids), "GLOBEX", Side.BUY, Decimal(9), Decimal(25)))
-        for stale in (await port.open_orders("ACME"))[:-6]:  # at most six quotes in the book
-            cancel = CancelOrder(
-                client_order_id=stale.client_order_id, strategy_id=port.strategy_id
-            )
-            try:
-                await port.cancel(cancel)
-            except OrderRejectedError as error:  # it filled meanwhile: fine
-                click.echo(f"           cancel {stale.client_order_id}: {error.reason.value}")
-    except ThrottleError as error:
-        click.echo(f"           throttled: backing off for {error.retry_after:.2f} s")
-
-
-def limit(
-    port: OrderExecutionPort,
-    client_order_id: str,
-    instrument: str,
-    side: Side,
-    quantity: Decimal,
-    price: Decimal,
-) -> SubmitOrder:
-    return SubmitOrder(
-        client_order_id=client_order_id,
-        strategy_id=port.strategy_id,
-        instrument=instrument,
-        side=side,
-        quantity=quantity,
-        order_type=OrderType.LIMIT,
-        limit_price=price,
-    )
+def catch_up(monitor: BlockingMonitor, seen: Counter[str], venue_seq: int, timeout: float) -> None:
+    """Let the monitor take every event up to ``venue_seq``."""
+    deadline = time.monotonic() + timeout
+    while sum(seen.values()) < venue_seq and time.monotonic() < deadline:
+        for report in monitor.reports(timeout=0.05):
+            seen[report.strategy_id] += 1
 
 
 @click.command()
-@click.option("--seconds", default=20, show_default=True, help="Logical seconds to trade.")
-@click.option("--seed", default=1, show_default=True, help="Seed of the venue's price path.")
-@click.option("--quiet", is_flag=True, help="Only the summary.")
-def main(seconds: int, seed: int, quiet: bool) -> None:
-    """A market maker quoting against the in-process mock venue, then a summary."""
-    book = asyncio.run(trade(seconds, seed, quiet))
-    click.echo("")
-    click.echo("summary")
-    for exec_type, count in sorted(book.events.items()):
-        click.echo(f"  {exec_type.value:16} {count}")
-    click.echo(f"  fills            {book.fills} (volume {book.volume:.2f})")
-    for instrument, position in sorted(book.position.items()):
-        click.echo(f"  position {instrument:7} {position:+d}")
+@click.option("--strategies", default=3, show_default=True, help="Strategy processes.")
+@click.option("--orders", default=200, show_default=True, help="Orders per strategy.")
+@click.option("--seed", default=1, show_default=True, help="Seed of venue and strategies.")
+def main(strategies: int, orders: int, seed: int) -> None:
+    """Run a venue and STRATEGIES strategy processes against it, then summarise."""
+    # Piped output has no terminal to measure: fall back to a width the table fits in.
+    console = Console(width=shutil.get_terminal_size((120, 24)).columns)
+    started = time.perf_counter()
+    with VenueProcess(DEMO_VENUE, seed=seed) as venue:
+        assert venue.endpoints is not None
+        console.print(
+            f"venue up: command {venue.endpoints.command}, events {venue.endpoints.events}; "
+            f"starting {strategies} strategy processes x {orders} orders"
+        )
+        with BlockingMonitor(
+            command=venue.endpoints.command, events=venue.endpoints.events
+        ) as monitor:
+            results, seen = run_strategies(venue, strategies, orders, seed, monitor)
+            control = BlockingControlClient(venue.endpoints.control)
+            try:
+                status = control.status()
+            finally:
+                control.close()
+            catch_up(monitor, seen, status.venue_seq, timeout=10)
+    elapsed = time.perf_counter() - started
+
+    venue_side = {s.strategy_id: s for s in status.strategies}
+    table = Table(
+        title=f"{strategies} strategies against one venue in {elapsed:.1f} s "
+        "(ack = submit->ack latency, microseconds)"
+    )
+    for column in (
+        "strategy", "orders", "amends", "cancels", "fills", "filled",
+        "ack p50", "ack p99", "events", "once", "venue",
+    ):  # fmt: skip
+        table.add_column(column, justify="right", no_wrap=True)
+    problems = 0
+    for r in results:
+        mine = venue_side[r["strategy"]]
+        once = r["in_order"] and r["seqs_complete"] and not r["foreign_events"]
+        agrees = (
+            mine.seq == r["last_seq"] == seen[r["strategy"]]
+            and Decimal(r["filled_qty"]) == mine.filled_qty
+            and mine.orders == r["orders"]["submitted"] + r["orders"]["rejected"]
+            and r["open_at_end"] == 0
+        )
+        problems += (not once) + (not agrees)
+        table.add_row(
+            r["strategy"], str(r["orders"]["submitted"]), str(r["orders"]["amended"]),
+            str(r["orders"]["canceled"]), str(r["fills"]), r["filled_qty"],
+            str(r["ack_us"]["p50"]), str(r["ack_us"]["p99"]), str(r["events"]),
+            "yes" if once else "NO", "agrees" if agrees else "DIFFERS",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"venue: {status.orders} orders, {status.venue_seq} events; monitor saw "
+        f"{sum(seen.values())} events; {status.protocol_errors} protocol errors"
+    )
+    if problems or sum(seen.values()) != status.venue_seq:
+        raise click.ClickException("the strategies, the monitor and the venue disagree")
+    console.print("every event delivered exactly once; strategies, monitor and venue agree")
 
 
 if __name__ == "__main__":

@@ -704,6 +704,14 @@ class VenueEngine:
     def _check_terms(
         self, instrument: InstrumentConfig, quantity: Decimal | None, price: Decimal | None
     ) -> tuple[ErrorReason, str] | None:
+        try:
+            return self._terms_problem(instrument, quantity, price)
+        except ArithmeticError:  # beyond what Decimal computes exactly: refuse, never crash
+            return (ErrorReason.INVALID_REQUEST, "quantity or price out of range")
+
+    def _terms_problem(
+        self, instrument: InstrumentConfig, quantity: Decimal | None, price: Decimal | None
+    ) -> tuple[ErrorReason, str] | None:
         if quantity is not None and quantity % instrument.lot_size:
             return (
                 ErrorReason.INVALID_REQUEST,

@@ -260,7 +260,8 @@ class VenueServer:
         if len(frames) == 3 and frames[1] == b"":
             return _Route(frames[0], True), frames[2]
         message = f"a request is one frame (after a REQ's empty delimiter), not {len(frames) - 1}"
-        self._refuse(self._command, _Route(frames[0], False), WireError(message))
+        req_peer = len(frames) > 2 and frames[1] == b""  # a REQ only reads delimited replies
+        self._refuse(self._command, _Route(frames[0], req_peer), WireError(message))
         return None, b""
 
     def _refuse(self, socket: zmq.Socket[bytes], route: _Route, error: WireError) -> None:

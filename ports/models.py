@@ -31,8 +31,11 @@ Identifier = Annotated[
 ]
 """Client order ids, strategy ids and instruments: 1-64 chars of ``A-Z a-z 0-9 . _ : / -``."""
 
-Quantity = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
-Price = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+# Bounded so that every venue computation (lots, ticks, notionals) stays exact in Decimal's
+# default 28-digit context: a trillion units at a trillion, to twelve decimal places.
+_LIMIT = Decimal("1e12")
+Quantity = Annotated[Decimal, Field(gt=0, le=_LIMIT, decimal_places=12, allow_inf_nan=False)]
+Price = Annotated[Decimal, Field(gt=0, le=_LIMIT, decimal_places=12, allow_inf_nan=False)]
 NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 

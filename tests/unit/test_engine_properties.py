@@ -179,7 +179,7 @@ def _submits(draw: st.DrawFn) -> Submit:
         price_ticks=draw(_ticks),
         off_tick=draw(st.integers(0, 15)) == 15,
         # 0 makes the order stale on arrival; small values let it expire during the sequence.
-        expire_in=None if immediate else draw(st.none() | st.none() | st.integers(0, 20)),
+        expire_in=None if immediate else draw(st.none() | st.integers(0, 20)),
     )
 
 
@@ -193,45 +193,23 @@ def _amends(draw: st.DrawFn) -> Amend:
     )
 
 
-_scope = st.none() | st.none() | _strategy_ids
-_delay_acks = st.builds(
-    DelayAcks, delay=st.integers(1, 2).map(float), count=st.integers(1, 3), strategy_id=_scope
-)
+_scope = st.sampled_from((None, None, *STRATEGIES))  # mostly venue-wide
+_ack_delays = st.integers(1, 2).map(float)
+_ack_counts = st.integers(1, 3)
 _faults: st.SearchStrategy[Fault] = st.one_of(
-    # Delayed acks twice as often: they are what makes cancels and amends pending.
-    _delay_acks,
-    _delay_acks,
+    st.builds(DelayAcks, delay=_ack_delays, count=_ack_counts, strategy_id=_scope),
     st.builds(DelayFills, delay=st.just(1.0), count=st.integers(1, 2), strategy_id=_scope),
     st.builds(RejectOrders, count=st.just(1), strategy_id=_scope),
     st.builds(DropReplies, count=st.just(1), strategy_id=_scope),
     st.builds(Throttle, max_requests=st.just(3), interval=st.just(1.0), strategy_id=_scope),
 )
 
-_steps: st.SearchStrategy[Step] = st.one_of(
-    _submits(),
-    _submits(),
-    _submits(),
-    st.builds(Resend, pick=st.integers(0, 30), identical=st.booleans()),
-    _amends(),
-    _amends(),
-    _amends(),
-    st.builds(Cancel, target=_targets),
-    st.builds(Cancel, target=_targets),
-    st.builds(CancelAll, strategy=_strategy_ids,
-              instrument=st.none() | st.sampled_from(SYMBOLS),
-              side=st.none() | st.sampled_from(Side)),
-    st.builds(ScriptedFill, target=_targets, quantity=st.none() | st.integers(1, 5),
-              price_ticks=st.none() | _ticks),
-    st.builds(Unsolicited, target=_targets),
-    st.builds(Restate, target=_targets, quantity=st.integers(1, 8)),
-    st.builds(Advance, seconds=st.integers(0, 3)),
-    st.builds(Advance, seconds=st.integers(0, 3)),
-    # Faults often: a pending state needs a delayed ack, then more requests.
-    st.builds(Inject, fault=_faults),
-    st.builds(Inject, fault=_faults),
-    st.builds(Inject, fault=_faults),
-    st.builds(ClearFaults, pick=st.none() | st.integers(0, 5)),
-)  # fmt: skip
+
+def _weighted(*choices: tuple[int, st.SearchStrategy[list[Step]]]) -> st.SearchStrategy[list[Step]]:
+    # st.one_of(a, a, b) does not weight a: it drops a repeated strategy (and hypothesis caches
+    # equal ones), so each repeat is a distinct copy. (sampled_from(...).flatmap weights too, but
+    # shrinks poorly.)
+    return st.one_of(*(strategy.map(list) for weight, strategy in choices for _ in range(weight)))
 
 
 def _one(step: Step) -> list[Step]:
@@ -243,18 +221,32 @@ def _group(*steps: Step) -> list[Step]:
 
 
 # A change is pending only if a DelayAcks fault meets a valid amend or cancel of a working order
-# before a submit uses it up; drawn independently, that conjunction almost never happens (no
-# pending report at all in 500 examples), so it also comes as one unit, after a fresh order.
+# before a submit uses it up; drawn independently, that conjunction is rare (no pending report
+# at all in 500 examples), so it also comes as one unit, after a fresh order.
 _delayed_change = st.builds(
     _group,
     _submits(),
-    st.builds(
-        Inject,
-        fault=st.builds(DelayAcks, delay=st.integers(1, 2).map(float), count=st.integers(1, 3)),
-    ),
+    st.builds(Inject, fault=st.builds(DelayAcks, delay=_ack_delays, count=_ack_counts)),
     _amends() | st.builds(Cancel, target=_targets),
 )
-_groups = st.one_of(_steps.map(_one), _steps.map(_one), _steps.map(_one), _delayed_change)
+
+_groups: st.SearchStrategy[list[Step]] = _weighted(
+    (4, _submits().map(_one)),
+    (1, st.builds(Resend, pick=st.integers(0, 30), identical=st.booleans()).map(_one)),
+    (3, _amends().map(_one)),
+    (2, st.builds(Cancel, target=_targets).map(_one)),
+    (1, st.builds(CancelAll, strategy=_strategy_ids,
+                  instrument=st.none() | st.sampled_from(SYMBOLS),
+                  side=st.none() | st.sampled_from(Side)).map(_one)),
+    (2, st.builds(ScriptedFill, target=_targets, quantity=st.none() | st.integers(1, 5),
+                  price_ticks=st.none() | _ticks).map(_one)),
+    (1, st.builds(Unsolicited, target=_targets).map(_one)),
+    (1, st.builds(Restate, target=_targets, quantity=st.integers(1, 8)).map(_one)),
+    (3, st.builds(Advance, seconds=st.integers(0, 3)).map(_one)),
+    (2, st.builds(Inject, fault=_faults).map(_one)),
+    (1, st.builds(ClearFaults, pick=st.none() | st.integers(0, 5)).map(_one)),
+    (2, _delayed_change),
+)  # fmt: skip
 
 
 def _flatten(chunks: list[list[list[Step]]]) -> list[Step]:

@@ -238,7 +238,7 @@ _groups: st.SearchStrategy[list[Step]] = _weighted(
     (1, st.builds(CancelAll, strategy=_strategy_ids,
                   instrument=st.none() | st.sampled_from(SYMBOLS),
                   side=st.none() | st.sampled_from(Side)).map(_one)),
-    (2, st.builds(ScriptedFill, target=_targets, quantity=st.none() | st.integers(1, 5),
+    (3, st.builds(ScriptedFill, target=_targets, quantity=st.none() | st.integers(1, 5),
                   price_ticks=st.none() | _ticks).map(_one)),
     (1, st.builds(Unsolicited, target=_targets).map(_one)),
     (1, st.builds(Restate, target=_targets, quantity=st.integers(1, 8)).map(_one)),
@@ -255,9 +255,7 @@ def _flatten(chunks: list[list[list[Step]]]) -> list[Step]:
 
 # st.lists alone averages about 5 elements, and most interactions need a few dozen steps; a
 # list of short lists averages over a dozen and still shrinks well (unlike a drawn length).
-_sequences = st.lists(st.lists(_groups, min_size=1, max_size=8), min_size=1, max_size=8).map(
-    _flatten
-)
+_sequences = st.lists(st.lists(_groups, max_size=8), max_size=8).map(_flatten)
 
 
 # --- running a sequence -----------------------------------------------------------------------

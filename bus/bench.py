@@ -1,0 +1,417 @@
+"""``orderbus bench``: what the bus costs, as ratios to raw pyzmq measured in the same run.
+
+Rounds interleave every measurement, so the machine's drift between fast and slow scheduling
+modes falls on all of them alike. Latencies go into HDR histograms (microseconds).
+
+- raw REQ/REP round trip, 100-byte payload: the baseline;
+- blocking client submit -> ack, and asyncio client submit -> ack, against the venue process;
+- pipelined submits, 32 in flight (asyncio client), against raw DEALER/ROUTER pipelined;
+- fan-out: fills published to N strategy processes at once, counting loss;
+- memory: the venue's resident size with many resting orders, above its idle size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import zmq
+from hdrh.histogram import HdrHistogram
+
+from bus.blocking import BlockingOrderExecutionPort
+from bus.client import ZmqOrderExecutionPort
+from ports import OrderType, Side, SubmitOrder
+
+PAYLOAD = b"x" * 100
+IN_FLIGHT = 32
+RESTING = "REST"  # manual fills: orders rest, so submit -> ack measures acceptance only
+FILLING = "FILL"  # immediate fills: every order produces a fill to fan out
+
+
+def _histogram() -> HdrHistogram:
+    return HdrHistogram(1, 60_000_000, 3)
+
+
+@dataclass
+class Venue:
+    """A venue process for the benchmark (started by module name: bus does not import it)."""
+
+    process: subprocess.Popen[str]
+    command: str
+    events: str
+    control: str
+    pid: int
+
+    @classmethod
+    def start(cls) -> Venue:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mock_venue.cli",
+                "serve",
+                "--command",
+                "tcp://127.0.0.1:0",
+                "--events",
+                "tcp://127.0.0.1:0",
+                "--control",
+                "tcp://127.0.0.1:0",
+                "--instrument",
+                f"{RESTING}:10:manual",
+                "--instrument",
+                f"{FILLING}:10:immediate",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        return cls(process, ready["command"], ready["events"], ready["control"], ready["pid"])
+
+    def rss_kib(self) -> int:
+        """Resident set size of the venue process, KiB (Linux)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
+
+
+def _order(strategy: str, n: int, instrument: str = RESTING) -> SubmitOrder:
+    return SubmitOrder(
+        client_order_id=f"{strategy}-{n}",
+        strategy_id=strategy,
+        instrument=instrument,
+        side=Side.BUY,
+        quantity=Decimal(1),
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal(10),
+    )
+
+
+# --- raw pyzmq baseline -------------------------------------------------------------------------
+
+
+def serve_raw(rep_endpoint: str, router_endpoint: str) -> None:
+    """The raw echo servers: REP and ROUTER, one poll loop, until a b"stop"."""
+    context = zmq.Context()
+    rep, router = context.socket(zmq.REP), context.socket(zmq.ROUTER)
+    rep.bind(rep_endpoint)
+    router.bind(router_endpoint)
+    endpoints = {
+        "rep": rep.getsockopt_string(zmq.LAST_ENDPOINT),
+        "router": router.getsockopt_string(zmq.LAST_ENDPOINT),
+    }
+    sys.stdout.write(json.dumps(endpoints) + "\n")
+    sys.stdout.flush()
+    poller = zmq.Poller()
+    poller.register(rep, zmq.POLLIN)
+    poller.register(router, zmq.POLLIN)
+    while True:
+        for socket, _ in poller.poll():
+            if socket is rep:
+                message = rep.recv()
+                rep.send(message)
+                if message == b"stop":
+                    context.destroy(linger=0)
+                    return
+            else:
+                router.send_multipart(router.recv_multipart())
+
+
+@dataclass
+class Results:
+    latency: dict[str, HdrHistogram] = field(default_factory=dict)
+    throughput: dict[str, list[float]] = field(default_factory=dict)
+
+    def record(self, kind: str, microseconds: float) -> None:
+        self.latency.setdefault(kind, _histogram()).record_value(max(1, int(microseconds)))
+
+    def rate(self, kind: str, per_second: float) -> None:
+        self.throughput.setdefault(kind, []).append(per_second)
+
+
+def raw_round_trips(req: zmq.Socket[bytes], results: Results, count: int) -> None:
+    for _ in range(count):
+        started = time.perf_counter()
+        req.send(PAYLOAD)
+        req.recv()
+        results.record("raw_req_rep", (time.perf_counter() - started) * 1e6)
+
+
+def blocking_round_trips(
+    port: BlockingOrderExecutionPort, results: Results, count: int, start: int
+) -> None:
+    for n in range(start, start + count):
+        started = time.perf_counter()
+        port.submit(_order(port.strategy_id, n))
+        results.record("blocking_submit_ack", (time.perf_counter() - started) * 1e6)
+
+
+def raw_pipelined(dealer: zmq.Socket[bytes], results: Results, count: int) -> None:
+    started = time.perf_counter()
+    sent = received = 0
+    while received < count:
+        while sent < count and sent - received < IN_FLIGHT:
+            dealer.send(PAYLOAD)
+            sent += 1
+        dealer.recv()
+        received += 1
+    results.rate("raw_pipelined", count / (time.perf_counter() - started))
+
+
+# --- the bus ------------------------------------------------------------------------------------
+
+
+async def async_round_trips(
+    port: ZmqOrderExecutionPort, results: Results, count: int, start: int
+) -> None:
+    for n in range(start, start + count):
+        started = time.perf_counter()
+        await port.submit(_order(port.strategy_id, n))
+        results.record("asyncio_submit_ack", (time.perf_counter() - started) * 1e6)
+
+
+async def async_pipelined(
+    port: ZmqOrderExecutionPort, results: Results, count: int, start: int
+) -> None:
+    window = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(n: int) -> None:
+        async with window:
+            handle = await port.submit_nowait(_order(port.strategy_id, n))
+            await handle.acknowledged(timeout=30)
+            await handle.events.aclose()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(start, start + count)))
+    results.rate("asyncio_pipelined", count / (time.perf_counter() - started))
+
+
+def fan_out(venue: Venue, strategies: int, orders: int) -> dict[str, Any]:
+    """``strategies`` processes each submit ``orders`` immediately-filled orders (pipelined) and
+    count the fills their stream delivers."""
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bus.bench",
+                "--role",
+                "fan-out-strategy",
+                "--command",
+                venue.command,
+                "--events",
+                venue.events,
+                "--strategy",
+                f"fan-{n}",
+                "--orders",
+                str(orders),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(strategies)
+    ]
+    reports = [
+        json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in processes
+    ]
+    fills = sum(r["fills"] for r in reports)
+    seconds = max(r["seconds"] for r in reports)
+    return {
+        "strategies": strategies,
+        "orders_per_strategy": orders,
+        "fills_expected": strategies * orders,
+        "fills_received": fills,
+        "lost": strategies * orders - fills,
+        "duplicates": sum(r["duplicates"] for r in reports),
+        "fills_per_second": round(fills / seconds),
+    }
+
+
+async def fan_out_strategy(command: str, events: str, strategy: str, orders: int) -> None:
+    """One fan-out strategy process: submit, then wait for every fill (at most 60 s)."""
+    port = ZmqOrderExecutionPort(strategy, command=command, events=events)
+    seen: set[str] = set()
+    duplicates = 0
+    async with port:
+        updates = port.updates()
+        started = time.perf_counter()
+        window = asyncio.Semaphore(IN_FLIGHT)
+
+        async def one(n: int) -> None:
+            async with window:
+                await port.submit(_order(strategy, n, FILLING))
+
+        await asyncio.gather(*(one(n) for n in range(orders)))
+        deadline = time.monotonic() + 60
+        while len(seen) < orders and time.monotonic() < deadline:
+            try:
+                report = await updates.get(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            if report.fill_id is not None:
+                duplicates += report.fill_id in seen
+                seen.add(report.fill_id)
+        seconds = time.perf_counter() - started
+    sys.stdout.write(
+        json.dumps({"fills": len(seen), "duplicates": duplicates, "seconds": seconds}) + "\n"
+    )
+
+
+async def memory(venue: Venue, orders: int) -> dict[str, Any]:
+    """The venue's RSS growth with ``orders`` resting orders, per order."""
+    port = ZmqOrderExecutionPort("memory", command=venue.command, events=venue.events)
+    async with port:
+        idle = venue.rss_kib()
+        window = asyncio.Semaphore(IN_FLIGHT * 4)
+
+        async def one(n: int) -> None:
+            async with window:
+                await port.submit(_order("memory", n), timeout=60)
+
+        await asyncio.gather(*(one(n) for n in range(orders)))
+        loaded = venue.rss_kib()
+    return {
+        "resting_orders": orders,
+        "idle_rss_kib": idle,
+        "loaded_rss_kib": loaded,
+        "bytes_per_order": round((loaded - idle) * 1024 / orders),
+    }
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def _summary(histogram: HdrHistogram) -> dict[str, float]:
+    return {
+        "p50_us": histogram.get_value_at_percentile(50),
+        "p99_us": histogram.get_value_at_percentile(99),
+        "count": histogram.get_total_count(),
+    }
+
+
+def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dict[str, Any]:
+    """Every measurement, interleaved over ``rounds``; returns the report."""
+    raw_server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bus.bench",
+            "--role",
+            "raw-server",
+            "--command",
+            "tcp://127.0.0.1:0",
+            "--events",
+            "tcp://127.0.0.1:0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert raw_server.stdout is not None
+    raw_endpoints = json.loads(raw_server.stdout.readline())
+    context = zmq.Context()
+    req, dealer = context.socket(zmq.REQ), context.socket(zmq.DEALER)
+    req.connect(raw_endpoints["rep"])
+    dealer.connect(raw_endpoints["router"])
+    venue = Venue.start()
+    results = Results()
+    report: dict[str, Any] = {}
+    try:
+        blocking = BlockingOrderExecutionPort(
+            "bench-blocking", command=venue.command, events=venue.events
+        )
+        blocking.open()
+
+        async def bench() -> None:
+            port = ZmqOrderExecutionPort(
+                "bench-asyncio", command=venue.command, events=venue.events
+            )
+            async with port:
+                for r in range(rounds):
+                    raw_round_trips(req, results, count)
+                    base = r * count
+                    blocking_round_trips(blocking, results, count, base)
+                    await async_round_trips(port, results, count, base)
+                    raw_pipelined(dealer, results, count * 4)
+                    await async_pipelined(port, results, count * 4, 10_000_000 + base * 4)
+
+        asyncio.run(bench())
+        blocking.close()
+        report["fan_out"] = fan_out(venue, 4, fan_out_orders)
+        report["memory"] = asyncio.run(memory(venue, memory_orders)) if memory_orders else None
+    finally:
+        venue.stop()
+        req.send(b"stop")
+        req.recv()
+        raw_server.wait(30)
+        context.destroy(linger=0)
+    latency = {kind: _summary(h) for kind, h in results.latency.items()}
+    raw = latency["raw_req_rep"]["p50_us"]
+    throughput = {kind: round(sorted(v)[len(v) // 2]) for kind, v in results.throughput.items()}
+    report.update(
+        {
+            "machine": {
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "pyzmq": zmq.pyzmq_version(),
+                "libzmq": zmq.zmq_version(),
+            },
+            "rounds": rounds,
+            "round_trips_per_round": count,
+            "latency": latency,
+            "throughput_per_second": throughput,
+            "ratios": {
+                "blocking_submit_ack_p50_vs_raw": round(
+                    latency["blocking_submit_ack"]["p50_us"] / raw, 2
+                ),
+                "asyncio_submit_ack_p50_vs_raw": round(
+                    latency["asyncio_submit_ack"]["p50_us"] / raw, 2
+                ),
+                "pipelined_throughput_vs_raw": round(
+                    throughput["asyncio_pipelined"] / throughput["raw_pipelined"], 3
+                ),
+            },
+            "targets": {
+                "blocking_submit_ack_p50_vs_raw": 2.0,
+                "asyncio_submit_ack_p50_vs_raw": 3.0,
+                "pipelined_throughput_vs_raw": 0.5,
+                "fan_out_lost": 0,
+                "bytes_per_resting_order": 2048,
+            },
+        }
+    )
+    return report
+
+
+def role_main(argv: list[str]) -> None:
+    """Helper processes of the benchmark (``python -m bus.bench --role ...``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--role", required=True, choices=["raw-server", "fan-out-strategy"])
+    parser.add_argument("--command")
+    parser.add_argument("--events")
+    parser.add_argument("--strategy")
+    parser.add_argument("--orders", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.role == "raw-server":
+        serve_raw(args.command, args.events)
+    else:
+        asyncio.run(fan_out_strategy(args.command, args.events, args.strategy, args.orders))
+
+
+if __name__ == "__main__":
+    role_main(sys.argv[1:])

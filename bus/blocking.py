@@ -357,12 +357,14 @@ class BlockingOrderExecutionPort:
                     timeout=timeout,
                     client_order_id=client_order_id,
                 )
-            self._pump(remaining)
+            self._pump(remaining, until=request_id)
         self._waiting.pop(request_id, None)
         return self._answers.pop(request_id)
 
-    def _pump(self, timeout: float | None) -> None:
-        """Wait up to ``timeout`` seconds for anything, then file everything that has arrived."""
+    def _pump(self, timeout: float | None, until: int | None = None) -> None:
+        """Wait up to ``timeout`` seconds for anything, then file what has arrived. Waiting for
+        reply ``until``, return as soon as it is filed: events queued meanwhile stay in the
+        socket, in order, for the next call (they are not lost, only read a moment later)."""
         if self._dealer is None or self._sub is None:
             return
         ms = None if timeout is None else max(0, int(timeout * 1000))
@@ -376,6 +378,8 @@ class BlockingOrderExecutionPort:
             except zmq.Again:
                 break
             self._on_reply_frame(frame, now)
+        if until is not None and until in self._answers:
+            return
         while True:
             try:
                 frames = self._sub.recv_multipart(zmq.NOBLOCK)

@@ -11,7 +11,6 @@ import contextlib
 import time
 
 import zmq
-import zmq.asyncio
 
 from bus.codec import Replay, ReplayReply, Sync, SyncReply, WireError
 from bus.session import ClientSession, Incoming
@@ -70,13 +69,14 @@ class ZmqOrderExecutionPort(PortBase):
         self.connect_timeout = connect_timeout
         self._silence_limit = heartbeat_interval * liveness
         self._session = ClientSession(strategy_id, client_id=client_id)
-        self._context: zmq.asyncio.Context | None = None
-        # The asyncio sockets are only polled; sends and receives go through synchronous shadows
-        # of the same sockets (same thread), non-blocking, without a future per message.
+        # Plain sockets, read when the event loop sees their ZMQ_FD become readable: no future
+        # per message, which zmq.asyncio would cost on every send and receive.
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._dealer: zmq.Socket[bytes] | None = None
         self._sub: zmq.Socket[bytes] | None = None
-        self._poller: zmq.asyncio.Poller | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._fds: list[int] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._drain_scheduled = False
         self._internal: dict[int, asyncio.Future[object]] = {}
         self._last_heard = 0.0
 
@@ -86,13 +86,9 @@ class ZmqOrderExecutionPort(PortBase):
         return self._session.client_id
 
     async def _connect(self) -> None:
-        self._context = zmq.asyncio.Context()
-        dealer, sub = self._context.socket(zmq.DEALER), self._context.socket(zmq.SUB)
-        self._poller = zmq.asyncio.Poller()
-        self._poller.register(dealer, zmq.POLLIN)
-        self._poller.register(sub, zmq.POLLIN)
-        self._dealer = zmq.Socket.shadow(dealer.underlying)
-        self._sub = zmq.Socket.shadow(sub.underlying)
+        self._context = zmq.Context()
+        self._dealer = self._context.socket(zmq.DEALER)
+        self._sub = self._context.socket(zmq.SUB)
         configure_dealer(self._dealer)
         configure_sub(self._sub, self._session.topics)
         try:
@@ -104,7 +100,13 @@ class ZmqOrderExecutionPort(PortBase):
                 f"cannot connect to {self.command_endpoint} / {self.events_endpoint}: {exc}",
                 outcome=Outcome.DEFINITE,
             ) from exc
-        self._reader = asyncio.get_running_loop().create_task(self._read())
+        loop = asyncio.get_running_loop()
+        for socket in (self._dealer, self._sub):
+            fd = socket.getsockopt(zmq.FD)
+            assert isinstance(fd, int)
+            loop.add_reader(fd, self._drain)
+            self._fds.append(fd)
+        self._ticker = loop.create_task(self._tick())
         try:
             await self._sync(self.connect_timeout)
         except BaseException:
@@ -112,16 +114,21 @@ class ZmqOrderExecutionPort(PortBase):
             raise
 
     async def _disconnect(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
+        loop = asyncio.get_running_loop()
+        for fd in self._fds:
+            loop.remove_reader(fd)
+        self._fds.clear()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
         for future in self._internal.values():
             future.cancel()
         self._internal.clear()
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
+            self._dealer = self._sub = None
 
     async def _transmit(self, request_id: int, request: Request) -> None:
         self._send(self._session.request(request_id, request))
@@ -136,8 +143,13 @@ class ZmqOrderExecutionPort(PortBase):
                 f"venue at {self.command_endpoint} is not connected; nothing was sent",
                 outcome=Outcome.DEFINITE,
             ) from exc
+        # ZMQ_FD is edge-triggered, and a send can consume the edge that announced an incoming
+        # message: look once more, soon, so such a message is not left waiting for the next one.
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain)
 
-    async def _ask(self, body: Sync | Replay) -> asyncio.Future[object]:
+    def _ask(self, body: Sync | Replay) -> asyncio.Future[object]:
         request_id = self._new_request_id()
         future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._internal[request_id] = future
@@ -153,7 +165,7 @@ class ZmqOrderExecutionPort(PortBase):
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(ConnectivityError, TimeoutError):
-                future = await self._ask(Sync(strategy_id=self.strategy_id))
+                future = self._ask(Sync(strategy_id=self.strategy_id))
                 async with asyncio.timeout(SYNC_RETRY):
                     reply = await future
                 assert isinstance(reply, SyncReply)
@@ -165,41 +177,44 @@ class ZmqOrderExecutionPort(PortBase):
                     f"no venue answered at {self.command_endpoint} within {timeout} s",
                     outcome=Outcome.DEFINITE,
                 )
+            await asyncio.sleep(SYNC_RETRY / 5)  # the socket is not connected yet: retry soon
 
     def _request_replay(self, replay: Replay | None) -> None:
         if replay is None:
             return
         with contextlib.suppress(ConnectivityError):  # asked again on the next heartbeat
-            request_id = self._new_request_id()
-            self._internal[request_id] = asyncio.get_running_loop().create_future()
-            self._send(self._session.request(request_id, replay))
+            self._ask(replay)
 
     def _deliver(self, incoming: Incoming) -> None:
         for report in incoming.reports:
             self._on_report(report)
         self._request_replay(incoming.replay)
 
-    async def _read(self) -> None:
-        dealer, sub, poller = self._dealer, self._sub, self._poller
-        assert dealer is not None
-        assert sub is not None
-        assert poller is not None
+    def _drain(self) -> None:
+        """Take everything waiting on both sockets (called when their FD signals)."""
+        self._drain_scheduled = False
+        dealer, sub = self._dealer, self._sub
+        if dealer is None or sub is None:
+            return
+        now = time.monotonic()
+        # Replies first: a caller waits on each. Events follow, in their own order.
+        while (frame := _recv(dealer)) is not None:
+            self._on_reply_frame(frame, now)
+        while (frames := _recv_multipart(sub)) is not None:
+            self._last_heard = now
+            if len(frames) != 2:
+                continue  # not from a venue
+            try:
+                self._deliver(self._session.event(frames[0], frames[1], now))
+            except WireError:
+                continue  # a garbled event: the gap it leaves is replayed
+
+    async def _tick(self) -> None:
+        """Ten times a second: replays to ask again, liveness, and a safety drain."""
         while True:
-            await poller.poll(timeout=100)
-            now = time.monotonic()
-            # Both sockets are drained on every wake-up: a reply is never held up behind a
-            # burst of events, and checking an empty socket costs one failed non-blocking recv.
-            while (frame := _recv(dealer)) is not None:
-                self._on_reply_frame(frame, now)
-            while (frames := _recv_multipart(sub)) is not None:
-                self._last_heard = now
-                if len(frames) != 2:
-                    continue  # not from a venue
-                try:
-                    self._deliver(self._session.event(frames[0], frames[1], now))
-                except WireError:
-                    continue  # a garbled event: the gap it leaves is replayed
-            await self._check_liveness(now)
+            await asyncio.sleep(0.1)
+            self._drain()
+            self._check_liveness(time.monotonic())
 
     def _on_reply_frame(self, frame: bytes, now: float) -> None:
         try:
@@ -216,7 +231,7 @@ class ZmqOrderExecutionPort(PortBase):
             return
         self._on_reply(envelope.request_id, envelope.body)
 
-    async def _check_liveness(self, now: float) -> None:
+    def _check_liveness(self, now: float) -> None:
         self._request_replay(self._session.poll(now))
         silent = now - self._last_heard > self._silence_limit
         if silent and self.state is PortState.CONNECTED:
@@ -225,8 +240,7 @@ class ZmqOrderExecutionPort(PortBase):
             # Heard from the venue again: catch up on what was missed, then carry on.
             self._set_state(PortState.CONNECTED)
             with contextlib.suppress(ConnectivityError):
-                future = await self._ask(Sync(strategy_id=self.strategy_id))
-                future.add_done_callback(self._resynced)
+                self._ask(Sync(strategy_id=self.strategy_id)).add_done_callback(self._resynced)
 
     def _resynced(self, future: asyncio.Future[object]) -> None:
         if not future.cancelled() and isinstance(future.result(), SyncReply):

@@ -37,6 +37,8 @@ _LIMIT = Decimal("1e12")
 Quantity = Annotated[Decimal, Field(gt=0, le=_LIMIT, decimal_places=12, allow_inf_nan=False)]
 Price = Annotated[Decimal, Field(gt=0, le=_LIMIT, decimal_places=12, allow_inf_nan=False)]
 NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+AveragePrice = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+"""A quantity-weighted average: as many decimals as the division gives."""
 
 
 class _Model(BaseModel):
@@ -143,7 +145,7 @@ class OrderSnapshot(_Model):
     status: OrderStatus
     cum_qty: NonNegative
     leaves_qty: NonNegative
-    avg_px: Price | None
+    avg_px: AveragePrice | None
     last_seq: int = Field(ge=0)
     created_at: AwareDatetime
     updated_at: AwareDatetime
@@ -221,7 +223,7 @@ class ExecutionReport(_Model):
     quantity: NonNegative
     cum_qty: NonNegative
     leaves_qty: NonNegative
-    avg_px: Price | None
+    avg_px: AveragePrice | None
     last_qty: NonNegative = Decimal(0)
     last_px: Price | None = None
     fill_id: str | None = None

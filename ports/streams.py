@@ -113,14 +113,14 @@ async def wait_reply(
     reply: asyncio.Future[_T], timeout: float | None, client_order_id: str | None
 ) -> _T:
     """Await a reply future for at most ``timeout`` seconds without cancelling it."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await asyncio.shield(reply)
-    except TimeoutError:
-        if reply.done():  # the answer raced the deadline: take it
-            return reply.result()
-        raise AckTimeoutError(
-            f"no acknowledgement within {timeout} s; the request may have been executed",
-            timeout=timeout if timeout is not None else 0.0,
-            client_order_id=client_order_id,
-        ) from None
+    if not reply.done():
+        # asyncio.wait leaves the future alone on timeout (a late answer still lands), and costs
+        # less per request than shield() inside a timeout context.
+        await asyncio.wait((reply,), timeout=timeout)
+    if reply.done():
+        return reply.result()
+    raise AckTimeoutError(
+        f"no acknowledgement within {timeout} s; the request may have been executed",
+        timeout=timeout if timeout is not None else 0.0,
+        client_order_id=client_order_id,
+    )

@@ -205,46 +205,43 @@ _faults: st.SearchStrategy[Fault] = st.one_of(
 )
 
 
-def _weighted(*choices: tuple[int, st.SearchStrategy[list[Step]]]) -> st.SearchStrategy[list[Step]]:
-    # st.one_of(a, a, b) does not weight a: it drops a repeated strategy (and hypothesis caches
-    # equal ones), so each repeat is a distinct copy. (sampled_from(...).flatmap weights too, but
-    # shrinks poorly.)
-    return st.one_of(*(strategy.map(list) for weight, strategy in choices for _ in range(weight)))
+def _group(steps: Step | tuple[Step, ...]) -> list[Step]:
+    return list(steps) if isinstance(steps, tuple) else [steps]
 
 
-def _one(step: Step) -> list[Step]:
-    return [step]
-
-
-def _group(*steps: Step) -> list[Step]:
-    return list(steps)
+def _weighted(
+    *choices: tuple[int, st.SearchStrategy[Step | tuple[Step, ...]]],
+) -> st.SearchStrategy[list[Step]]:
+    # st.one_of(a, a, b) does not weight a: it drops repeated strategies (and hypothesis caches
+    # equal ones), but every .map() is a new strategy. (sampled_from(...).flatmap would weight
+    # too, but shrinks poorly.)
+    return st.one_of(*(strategy.map(_group) for weight, strategy in choices for _ in range(weight)))
 
 
 # A change is pending only if a DelayAcks fault meets a valid amend or cancel of a working order
 # before a submit uses it up; drawn independently, that conjunction is rare (no pending report
 # at all in 500 examples), so it also comes as one unit, after a fresh order.
-_delayed_change = st.builds(
-    _group,
+_delayed_change = st.tuples(
     _submits(),
     st.builds(Inject, fault=st.builds(DelayAcks, delay=_ack_delays, count=_ack_counts)),
     _amends() | st.builds(Cancel, target=_targets),
 )
 
-_groups: st.SearchStrategy[list[Step]] = _weighted(
-    (4, _submits().map(_one)),
-    (1, st.builds(Resend, pick=st.integers(0, 30), identical=st.booleans()).map(_one)),
-    (3, _amends().map(_one)),
-    (2, st.builds(Cancel, target=_targets).map(_one)),
+_groups = _weighted(
+    (4, _submits()),
+    (1, st.builds(Resend, pick=st.integers(0, 30), identical=st.booleans())),
+    (3, _amends()),
+    (2, st.builds(Cancel, target=_targets)),
     (1, st.builds(CancelAll, strategy=_strategy_ids,
                   instrument=st.none() | st.sampled_from(SYMBOLS),
-                  side=st.none() | st.sampled_from(Side)).map(_one)),
+                  side=st.none() | st.sampled_from(Side))),
     (3, st.builds(ScriptedFill, target=_targets, quantity=st.none() | st.integers(1, 5),
-                  price_ticks=st.none() | _ticks).map(_one)),
-    (1, st.builds(Unsolicited, target=_targets).map(_one)),
-    (1, st.builds(Restate, target=_targets, quantity=st.integers(1, 8)).map(_one)),
-    (3, st.builds(Advance, seconds=st.integers(0, 3)).map(_one)),
-    (2, st.builds(Inject, fault=_faults).map(_one)),
-    (1, st.builds(ClearFaults, pick=st.none() | st.integers(0, 5)).map(_one)),
+                  price_ticks=st.none() | _ticks)),
+    (1, st.builds(Unsolicited, target=_targets)),
+    (1, st.builds(Restate, target=_targets, quantity=st.integers(1, 8))),
+    (3, st.builds(Advance, seconds=st.integers(0, 3))),
+    (2, st.builds(Inject, fault=_faults)),
+    (1, st.builds(ClearFaults, pick=st.none() | st.integers(0, 5))),
     (2, _delayed_change),
 )  # fmt: skip
 

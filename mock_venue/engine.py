@@ -131,7 +131,12 @@ class _Order:
     cancel_on_accept: bool = False  # a cancel-all arrived while the submit was still pending
     last_seq: int = 0
     updated_at: datetime | None = None
-    submit_result: Reply | Rejection | None = None
+    # The submit's answer is kept small: a rejection as is; an acceptance as the time and stream
+    # position it happened at, from which (with the request) the very same Acknowledgement is
+    # rebuilt for a resend. Keeping the Acknowledgement itself would cost ~2 KB an order.
+    rejection: Rejection | None = None
+    accepted_at: datetime | None = None
+    accepted_seq: int = 0
     submit_waiters: list[Hashable] = field(default_factory=list)
 
     @property
@@ -190,6 +195,8 @@ class VenueEngine:
         self._fault_ids = 0
         self._windows: dict[tuple[int, str], deque[datetime]] = {}
         self._prices = {s: i.reference_price for s, i in self._instruments.items()}
+        self._day_orders: list[_Order] = []  # accepted DAY orders, until the day ends
+        self._day_end_at: datetime | None = None
         # One RNG per price path, drawn in a fixed order, so instruments do not perturb each other.
         self._price_rngs: dict[str, random.Random] = {}
         for symbol, instrument in sorted(self._instruments.items()):
@@ -239,6 +246,11 @@ class VenueEngine:
     def orders(self) -> Iterator[OrderSnapshot]:
         """Every order the venue knows, oldest first."""
         return (self._snapshot(o) for o in self._orders.values())
+
+    def submit_result(self, strategy_id: str, client_order_id: str) -> Reply | Rejection | None:
+        """The answer the venue gave (and gives again to a resend) to the submit of this order."""
+        order = self._orders.get((strategy_id, client_order_id))
+        return None if order is None else self._submit_answer(order)
 
     def reference_price(self, instrument: str) -> Decimal:
         """The instrument's current reference price."""
@@ -361,10 +373,10 @@ class VenueEngine:
         if existing is not None:
             if existing.request != request:
                 self._reject(token, ErrorReason.DUPLICATE_CLIENT_ORDER_ID, request.client_order_id)
-            elif existing.submit_result is None:  # a resend while the first is still pending
+            elif (answer := self._submit_answer(existing)) is None:  # the first is still pending
                 existing.submit_waiters.append(token)
             else:  # a resend of the very same request: the original answer again
-                self._respond(token, existing.submit_result)
+                self._respond(token, answer)
             return
         instrument = self._instruments.get(request.instrument)
         if instrument is None:
@@ -410,15 +422,19 @@ class VenueEngine:
         order.base = OrderStatus.NEW
         self._open[instrument.symbol][order.key] = order
         self._publish(order, ExecType.ACCEPTED)
+        order.accepted_at, order.accepted_seq = self._now, order.last_seq
         self._answer_submit(
-            order, Acknowledgement(action=AckAction.SUBMIT, order=self._snapshot(order))
+            order,
+            Acknowledgement(action=AckAction.SUBMIT, order=self._snapshot(order, accepted=True)),
         )
         if order.cancel_on_accept:
             self._terminate(order, OrderStatus.CANCELED, ExecType.CANCELED, CancelReason.CANCEL_ALL)
             return
-        expiry = self._expiry(request)
-        if expiry is not None:
-            self._schedule_at(expiry, lambda: self._expire(order))
+        if request.expire_at is not None:
+            self._schedule_at(request.expire_at, lambda: self._expire(order))
+        if request.time_in_force is TimeInForce.DAY:
+            self._day_orders.append(order)
+            self._schedule_day_end()
         model = instrument.fill_model
         if request.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
             self._after_fill_delay(order, lambda: self._execute_now_or_kill(order))
@@ -431,7 +447,8 @@ class VenueEngine:
             self._cross(order, resting=False)
 
     def _answer_submit(self, order: _Order, result: Reply | Rejection) -> None:
-        order.submit_result = result
+        if isinstance(result, Rejection):
+            order.rejection = result
         waiters, order.submit_waiters = order.submit_waiters, []
         for token in waiters:
             self._respond(token, result)
@@ -727,15 +744,22 @@ class VenueEngine:
             return (ErrorReason.LIMIT_EXCEEDED, f"quantity {quantity} above the limit of {limit}")
         return None
 
-    def _expiry(self, request: SubmitOrder) -> datetime | None:
-        candidates = []
-        if request.expire_at is not None:
-            candidates.append(request.expire_at)
-        if request.time_in_force is TimeInForce.DAY:
-            day_end = self.config.trading_day_end
-            end = datetime.combine(self._now.astimezone(day_end.tzinfo).date(), day_end)
-            candidates.append(end if end > self._now else end + timedelta(days=1))
-        return min(candidates, default=None)
+    def _schedule_day_end(self) -> None:
+        """One timer at the next end of the trading day expires every DAY order still working
+        (one timer for all of them, not one each: the venue holds many resting orders)."""
+        if self._day_end_at is not None:
+            return
+        day_end = self.config.trading_day_end
+        end = datetime.combine(self._now.astimezone(day_end.tzinfo).date(), day_end)
+        self._day_end_at = end if end > self._now else end + timedelta(days=1)
+
+        def end_of_day() -> None:
+            self._day_end_at = None
+            orders, self._day_orders = self._day_orders, []
+            for order in orders:
+                self._expire(order)
+
+        self._schedule_at(self._day_end_at, end_of_day)
 
     def _working_order(self, strategy_id: str, client_order_id: str) -> _Order:
         order = self._orders.get((strategy_id, client_order_id))
@@ -789,8 +813,37 @@ class VenueEngine:
             window.append(self._now)
         return None
 
-    def _snapshot(self, order: _Order) -> OrderSnapshot:
+    def _submit_answer(self, order: _Order) -> Reply | Rejection | None:
+        if order.rejection is not None:
+            return order.rejection
+        if order.accepted_at is None:
+            return None
+        return Acknowledgement(action=AckAction.SUBMIT, order=self._snapshot(order, accepted=True))
+
+    def _snapshot(self, order: _Order, *, accepted: bool = False) -> OrderSnapshot:
+        """The order now, or (``accepted``) as it stood the moment it was accepted."""
         request = order.request
+        if accepted:
+            assert order.accepted_at is not None
+            return OrderSnapshot(
+                strategy_id=request.strategy_id,
+                client_order_id=request.client_order_id,
+                venue_order_id=order.venue_order_id,
+                instrument=request.instrument,
+                side=request.side,
+                order_type=request.order_type,
+                time_in_force=request.time_in_force,
+                quantity=request.quantity,
+                limit_price=request.limit_price,
+                expire_at=request.expire_at,
+                status=OrderStatus.NEW,
+                cum_qty=Decimal(0),
+                leaves_qty=request.quantity,
+                avg_px=None,
+                last_seq=order.accepted_seq,
+                created_at=order.created_at,
+                updated_at=order.accepted_at,
+            )
         return OrderSnapshot(
             strategy_id=request.strategy_id,
             client_order_id=request.client_order_id,

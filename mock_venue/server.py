@@ -66,8 +66,15 @@ from ports.models import (
     SubmitOrder,
 )
 
-_STATE_CHANGING = (SubmitOrder, AmendOrder, CancelOrder, CancelAllOrders)
-_QUERIES = (QueryOrder, ListOpenOrders)
+_ENGINE_REQUESTS = (
+    SubmitOrder,
+    AmendOrder,
+    CancelOrder,
+    CancelAllOrders,
+    QueryOrder,
+    ListOpenOrders,
+)
+_QUERIES = (QueryOrder, ListOpenOrders)  # safe to run again: their replies are not kept
 _BATCH = 256  # messages taken from one socket before the others get a turn
 
 
@@ -126,7 +133,10 @@ class VenueServer:
         self._stopping = False
         self._routes: dict[Hashable, _Route] = {}
         self._uncached: set[Hashable] = set()
-        self._replies: OrderedDict[Hashable, bytes] = OrderedDict()
+        # A submit's reply is kept as (strategy, client order id): the engine holds the result
+        # itself, so a retry re-encodes it (byte for byte the same) instead of a stored copy.
+        self._submits: dict[Hashable, tuple[str, str]] = {}
+        self._replies: OrderedDict[Hashable, bytes | tuple[str, str]] = OrderedDict()
         self._frames: list[bytes] = []  # every published event, by venue_seq - 1
         self._stream_index: dict[str, array[int]] = {}  # strategy -> venue_seq of its events
         self._clients: set[str] = set()
@@ -230,17 +240,18 @@ class VenueServer:
         key = (client, envelope.request_id)
         cached = self._replies.get(key)
         if cached is not None:  # a retry: the stored answer, the work is not done again
-            self._send(self._command, route, cached)
+            self._send(self._command, route, self._stored_reply(key, cached))
             return
         known = key in self._routes
         self._routes[key] = route  # answer the latest connection of this client
         if known:
             return  # still being worked on (a delayed ack): one answer, when it is ready
         request = envelope.body
-        if isinstance(request, _STATE_CHANGING):
-            self._dispatch(self.engine.handle(request, key))
-        elif isinstance(request, _QUERIES):
-            self._uncached.add(key)
+        if isinstance(request, _ENGINE_REQUESTS):
+            if isinstance(request, _QUERIES):
+                self._uncached.add(key)
+            elif isinstance(request, SubmitOrder):
+                self._submits[key] = (request.strategy_id, request.client_order_id)
             self._dispatch(self.engine.handle(request, key))
         elif isinstance(request, Sync):
             self._answer(key, self._sync(request), cache=False)
@@ -311,12 +322,24 @@ class VenueServer:
         assert isinstance(key, tuple)
         frame = encode(result, request_id=key[1])
         if cache:
-            self._replies[key] = frame
+            order = self._submits.pop(key, None)
+            if order is not None and self.engine.submit_result(*order) == result:
+                self._replies[key] = order
+            else:
+                self._replies[key] = frame
             if len(self._replies) > self._reply_cache_size:
                 self._replies.popitem(last=False)
         route = self._routes.pop(key, None)
         if route is not None:
             self._send(self._command, route, frame)
+
+    def _stored_reply(self, key: Hashable, stored: bytes | tuple[str, str]) -> bytes:
+        if isinstance(stored, bytes):
+            return stored
+        assert isinstance(key, tuple)
+        result = self.engine.submit_result(*stored)
+        assert result is not None
+        return encode(result, request_id=key[1])
 
     def _send(self, socket: zmq.Socket[bytes], route: _Route, frame: bytes) -> None:
         parts = [route.identity, b"", frame] if route.req_peer else [route.identity, frame]

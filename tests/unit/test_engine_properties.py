@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Literal
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +32,7 @@ from ports.models import (
     CancelOrder,
     ExecutionReport,
     Rejection,
+    Reply,
     Request,
     SubmitOrder,
 )
@@ -264,6 +266,7 @@ class Run:
     control_errors: list[int] = field(default_factory=list)  # step indexes
     tokens: list[int] = field(default_factory=list)
     dropped: set[int] = field(default_factory=set)
+    submits: list[tuple[int, SubmitOrder]] = field(default_factory=list)
 
 
 def _drops_left(engine: VenueEngine) -> dict[int, int]:
@@ -283,6 +286,8 @@ def run_steps(steps: list[Step], seed: int) -> tuple[Run, VenueEngine]:
     def handle(request: Request) -> None:
         token = len(run.tokens)
         run.tokens.append(token)
+        if isinstance(request, SubmitOrder):
+            run.submits.append((token, request))
         before = _drops_left(engine)
         run.outputs.extend(engine.handle(request, token))
         after = _drops_left(engine)
@@ -415,7 +420,7 @@ def check_sequences(reports: list[ExecutionReport]) -> None:
 
 
 def check_order(reports: list[ExecutionReport], fill_ids: set[str]) -> None:
-    filled, notional = Decimal(0), Decimal(0)
+    filled, notional, previous_cum = Decimal(0), Decimal(0), Decimal(0)
     terminal: OrderStatus | None = None
     for r in reports:
         assert r.venue_order_id == reports[0].venue_order_id
@@ -436,8 +441,9 @@ def check_order(reports: list[ExecutionReport], fill_ids: set[str]) -> None:
             assert r.last_qty == 0, r
             assert r.fill_id is None, r
             assert r.last_px is None, r
-        # Fills are published as they happen, so cum_qty is the running sum at every report
-        # (which also makes it non-decreasing).
+        assert r.cum_qty >= previous_cum, r
+        previous_cum = r.cum_qty
+        # Fills are published as they happen, so cum_qty is the running sum at every report.
         assert r.cum_qty == filled, r
         assert r.cum_qty <= r.quantity, r
         if r.status.is_terminal:
@@ -466,6 +472,19 @@ def check_run(run: Run, engine: VenueEngine) -> None:
     for token in run.tokens:
         # After settling nothing is delayed any more: a reply is owed unless it was dropped.
         assert replies[token] == (0 if token in run.dropped else 1), token
+
+    # Idempotent resend: every answer to the very same submit is the first one (a throttled
+    # attempt was refused before the venue looked at it, so it does not count).
+    results = {o.token: o.result for o in run.outputs if isinstance(o, Respond)}
+    answers: defaultdict[SubmitOrder, list[Reply | Rejection]] = defaultdict(list)
+    for token, request in run.submits:
+        result = results.get(token)
+        if result is not None and not (
+            isinstance(result, Rejection) and result.reason is ErrorReason.THROTTLED
+        ):
+            answers[request].append(result)
+    for request, given_answers in answers.items():
+        assert all(a == given_answers[0] for a in given_answers), (request, given_answers)
 
     # Every order the venue took in was published (nothing is left pending new after settling),
     # and its snapshot is what its latest report said.
@@ -496,6 +515,9 @@ def _coverage_label(output: Output) -> str:
     )
 
 
+# Passing takes a few seconds; a failure spends up to half a minute shrinking, which must not be
+# cut short by the suite's 60 s default (a timeout mid-shrink reports a confusing flaky error).
+@pytest.mark.timeout(300)
 @settings(
     max_examples=500,
     deadline=None,
@@ -513,6 +535,8 @@ def test_engine_invariants_hold_over_random_command_sequences(steps: list[Step],
         event(kind)
     if run.dropped:
         event("reply dropped")
+    if len(run.submits) > len({request for _, request in run.submits}):
+        event("identical submit resent")
     # The same configuration, seed and sequence must replay identically: replays and the port's
     # tests rely on it.
     again, _ = run_steps(steps, seed)

@@ -200,9 +200,17 @@ def encode(
     return msgpack.packb(envelope, default=_default, datetime=True)  # type: ignore[no-any-return]
 
 
-def decode(frame: bytes, *, models: Mapping[str, type[BaseModel]] = MODELS) -> Envelope:
-    """Parse and validate one frame. Raises ``WireError`` saying what is wrong."""
-    if len(frame) > MAX_FRAME_BYTES:
+def decode(
+    frame: bytes,
+    *,
+    models: Mapping[str, type[BaseModel]] = MODELS,
+    max_bytes: int | None = MAX_FRAME_BYTES,
+) -> Envelope:
+    """Parse and validate one frame. Raises ``WireError`` saying what is wrong.
+
+    ``max_bytes`` guards the venue against oversized requests; clients pass None, since what the
+    venue sends them (a replay, a sync of many open orders) may be larger."""
+    if max_bytes is not None and len(frame) > max_bytes:
         raise WireError(f"frame of {len(frame)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
         raw = msgpack.unpackb(frame, timestamp=3, strict_map_key=True)

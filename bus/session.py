@@ -113,7 +113,7 @@ class ClientSession:
     @staticmethod
     def reply(frame: bytes) -> Envelope:
         """Decode a reply frame. Raises ``WireError`` if it is not a valid message."""
-        envelope = decode(frame)
+        envelope = decode(frame, max_bytes=None)
         if envelope.request_id is None:
             raise WireError(f"a {envelope.type} reply without a request id")
         return envelope
@@ -130,7 +130,7 @@ class ClientSession:
 
     def event(self, topic: bytes, frame: bytes, now: float) -> Incoming:
         """Take a frame from the event channel."""
-        envelope = decode(frame)
+        envelope = decode(frame, max_bytes=None)
         body = envelope.body
         if isinstance(body, Heartbeat):
             if self.synced:
@@ -152,7 +152,7 @@ class ClientSession:
         self.stream.replayed()
         reports: list[ExecutionReport] = []
         for frame in reply.events:
-            body = decode(frame).body
+            body = decode(frame, max_bytes=None).body
             if isinstance(body, ExecutionReport):
                 reports += self.stream.offer(body)
         return Incoming(reports, self._replay(now))

@@ -61,7 +61,7 @@ class ControlClient:
             if not await self._socket.poll(int(self.timeout * 1000)):
                 raise TimeoutError(f"venue control at {self.endpoint} did not answer")
             try:
-                envelope = decode(await self._socket.recv(), models=CONTROL_MODELS)
+                envelope = decode(await self._socket.recv(), models=CONTROL_MODELS, max_bytes=None)
             except WireError as error:
                 raise VenueControlError(f"unreadable control reply: {error}") from None
             if envelope.request_id != request_id:

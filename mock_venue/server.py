@@ -321,8 +321,12 @@ class VenueServer:
     def _answer(self, key: Hashable, result: BaseModel, *, cache: bool) -> None:
         assert isinstance(key, tuple)
         frame = encode(result, request_id=key[1])
+        order = self._submits.pop(key, None)
+        if isinstance(result, Rejection) and result.reason is ErrorReason.THROTTLED:
+            # Nothing was done: a retry with the same request id after retry_after must be
+            # tried afresh, not told "throttled" again for ever.
+            cache = False
         if cache:
-            order = self._submits.pop(key, None)
             if order is not None and self.engine.submit_result(*order) == result:
                 self._replies[key] = order
             else:
@@ -409,7 +413,7 @@ class VenueServer:
             case GetStatus():
                 return self.status()
             case _:
-                raise WireError(f"{type(command).__name__} is not a control command")
+                raise TypeError(f"{type(command).__name__} is not a control command")
         return Done()
 
     def status(self) -> VenueStatus:

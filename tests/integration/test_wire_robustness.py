@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from bus.codec import MAX_FRAME_BYTES, Envelope, Heartbeat, decode, encode
 from mock_venue.control import StrategyStatus, VenueStatus
-from mock_venue.control_client import ControlClient
+from mock_venue.control_client import BlockingControlClient, ControlClient
 from mock_venue.process import VenueProcess
 from mock_venue.server import Endpoints
 from ports import (
@@ -769,3 +769,47 @@ def test_a_reply_lost_with_the_connection_is_sent_again_on_the_new_one(
     counts = strategy_status(venue_status(endpoints), strategy)
     assert counts is not None
     assert (counts.orders, counts.open_orders, counts.seq) == (1, 0, 2)  # ACCEPTED, CANCELED
+
+
+# --- large replies and throttled retries ----------------------------------------------------------
+
+
+def test_a_client_takes_a_sync_reply_larger_than_the_venues_inbound_limit(
+    venue: VenueProcess, wire: Wire, strategy: str
+) -> None:
+    """The 64 KiB limit guards the venue's input; what the venue sends clients may be larger."""
+    from bus.blocking import BlockingOrderExecutionPort
+
+    endpoints = venue.endpoints
+    assert endpoints is not None
+    client = wire.dealer()
+    for n in range(400):  # ~400 open orders: a sync reply of well over 64 KiB
+        client.submit(limit(f"big-{n}", strategy_id=strategy))
+    with BlockingOrderExecutionPort(
+        strategy, command=endpoints.command, events=endpoints.events
+    ) as port:
+        assert len(port.open_orders()) == 400
+
+
+def test_a_throttled_request_retried_with_the_same_id_is_tried_afresh(
+    venue: VenueProcess, wire: Wire, strategy: str
+) -> None:
+    from mock_venue.faults import Throttle
+
+    endpoints = venue.endpoints
+    assert endpoints is not None
+    control = BlockingControlClient(endpoints.control)
+    client = wire.dealer()
+    try:
+        fault = control.inject(Throttle(strategy_id=strategy, max_requests=1, interval=1.0))
+        client.submit(limit("first", strategy_id=strategy))
+        refused = client.call(limit("second", strategy_id=strategy), request_id=77)
+        assert isinstance(refused.body, Rejection)
+        assert refused.body.reason is ErrorReason.THROTTLED
+        control.advance(1.0)
+        control.clear_faults(fault.fault_id)
+        again = client.call(limit("second", strategy_id=strategy), request_id=77)
+        assert isinstance(again.body, Acknowledgement)
+    finally:
+        control.clear_faults()
+        control.close()

@@ -12,7 +12,6 @@ import collections
 import contextlib
 import itertools
 import time
-import weakref
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -47,6 +46,7 @@ from ports.models import (
     SubmitOrder,
 )
 from ports.order_execution_port import PortState
+from ports.streams import Subscribers
 
 _R = TypeVar("_R")
 _UNANSWERED = object()
@@ -154,8 +154,7 @@ class BlockingOrderExecutionPort:
         self._waiting: dict[int, str | None] = {}  # request id -> client order id
         self._answers: dict[int, object] = {}
         self._internal: set[int] = set()
-        self._streams: weakref.WeakSet[BlockingUpdateStream] = weakref.WeakSet()
-        self._order_streams: dict[str, weakref.WeakSet[BlockingUpdateStream]] = {}
+        self._subscribers: Subscribers[BlockingUpdateStream] = Subscribers()
 
     @property
     def client_id(self) -> str:
@@ -214,10 +213,8 @@ class BlockingOrderExecutionPort:
         if self.state is PortState.CLOSED:
             return
         self.state = PortState.CLOSED
-        for stream in [*self._streams, *(s for ss in self._order_streams.values() for s in ss)]:
+        for stream in self._subscribers.take_all():
             stream._ended = True
-        self._streams = weakref.WeakSet()
-        self._order_streams.clear()
         self._release()
 
     def _release(self) -> None:
@@ -410,9 +407,7 @@ class BlockingOrderExecutionPort:
 
     def _deliver(self, incoming: Incoming) -> None:
         for report in incoming.reports:
-            for stream in list(self._streams):
-                stream._queue.append(report)
-            for stream in list(self._order_streams.get(report.client_order_id, ())):
+            for stream in self._subscribers.of(report.client_order_id):
                 stream._queue.append(report)
         self._request_replay(incoming.replay)
 
@@ -423,15 +418,8 @@ class BlockingOrderExecutionPort:
 
     def _open_stream(self, client_order_id: str | None) -> BlockingUpdateStream:
         stream = BlockingUpdateStream(self)
-        if client_order_id is None:
-            self._streams.add(stream)
-        else:
-            self._order_streams.setdefault(client_order_id, weakref.WeakSet()).add(stream)
+        self._subscribers.add(stream, client_order_id)
         return stream
 
     def _forget(self, stream: BlockingUpdateStream) -> None:
-        self._streams.discard(stream)
-        for key, streams in list(self._order_streams.items()):
-            streams.discard(stream)
-            if not streams:
-                del self._order_streams[key]
+        self._subscribers.discard(stream)

@@ -9,7 +9,6 @@ and events arrive, in stream order.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from abc import abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -33,7 +32,7 @@ from ports.models import (
     SubmitOrder,
 )
 from ports.order_execution_port import OrderExecutionPort, PortState
-from ports.streams import OrderHandle, UpdateStream, wait_reply
+from ports.streams import OrderHandle, Subscribers, UpdateStream, wait_reply
 
 _R = TypeVar("_R", bound=Reply)
 
@@ -56,8 +55,7 @@ class PortBase(OrderExecutionPort):
         self._state = PortState.IDLE
         self._next_request_id = 0
         self._pending: dict[int, tuple[asyncio.Future[Any], type[Any], str | None]] = {}
-        self._streams: weakref.WeakSet[UpdateStream] = weakref.WeakSet()
-        self._order_streams: dict[str, weakref.WeakSet[UpdateStream]] = {}
+        self._subscribers: Subscribers[UpdateStream] = Subscribers()
         self._state_watchers: list[asyncio.Queue[PortState]] = []
 
     # --- transport hooks ---------------------------------------------------------------------
@@ -95,12 +93,8 @@ class PortBase(OrderExecutionPort):
 
     def _on_report(self, report: ExecutionReport) -> None:
         """Deliver one execution report to every interested stream."""
-        for stream in list(self._streams):
+        for stream in self._subscribers.of(report.client_order_id):
             stream._put(report)
-        order_streams = self._order_streams.get(report.client_order_id)
-        if order_streams is not None:
-            for stream in list(order_streams):
-                stream._put(report)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -166,10 +160,8 @@ class PortBase(OrderExecutionPort):
                             client_order_id=client_order_id,
                         )
                     )
-            for stream in [*self._streams, *(s for ss in self._order_streams.values() for s in ss)]:
+            for stream in self._subscribers.take_all():
                 stream._end()
-            self._streams = weakref.WeakSet()
-            self._order_streams.clear()
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -259,16 +251,6 @@ class PortBase(OrderExecutionPort):
         return self._open_stream(client_order_id)
 
     def _open_stream(self, client_order_id: str | None) -> UpdateStream:
-        stream = UpdateStream(self._forget_stream)
-        if client_order_id is None:
-            self._streams.add(stream)
-        else:
-            self._order_streams.setdefault(client_order_id, weakref.WeakSet()).add(stream)
+        stream = UpdateStream(self._subscribers.discard)
+        self._subscribers.add(stream, client_order_id)
         return stream
-
-    def _forget_stream(self, stream: UpdateStream) -> None:
-        self._streams.discard(stream)
-        for key, streams in list(self._order_streams.items()):
-            streams.discard(stream)
-            if not streams:
-                del self._order_streams[key]

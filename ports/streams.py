@@ -3,15 +3,51 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Generic, Self, TypeVar
 
 from ports.errors import AckTimeoutError
 from ports.models import Acknowledgement, ExecutionReport, OrderRequest
 
 _END = object()
 _T = TypeVar("_T")
+_S = TypeVar("_S")
+
+
+class Subscribers(Generic[_S]):
+    """Which streams receive a report: those of the whole strategy and those of its order.
+
+    Held weakly: a stream nobody holds any more stops receiving, without being closed."""
+
+    def __init__(self) -> None:
+        self._all: weakref.WeakSet[_S] = weakref.WeakSet()
+        self._by_order: dict[str, weakref.WeakSet[_S]] = {}
+
+    def add(self, stream: _S, client_order_id: str | None) -> None:
+        if client_order_id is None:
+            self._all.add(stream)
+        else:
+            self._by_order.setdefault(client_order_id, weakref.WeakSet()).add(stream)
+
+    def discard(self, stream: _S) -> None:
+        self._all.discard(stream)
+        for key, streams in list(self._by_order.items()):
+            streams.discard(stream)
+            if not streams:
+                del self._by_order[key]
+
+    def of(self, client_order_id: str) -> list[_S]:
+        """The streams a report about ``client_order_id`` goes to."""
+        return [*self._all, *self._by_order.get(client_order_id, ())]
+
+    def take_all(self) -> list[_S]:
+        """Every stream, forgetting them all (the port is closing)."""
+        streams = [*self._all, *(s for group in self._by_order.values() for s in group)]
+        self._all = weakref.WeakSet()
+        self._by_order.clear()
+        return streams
 
 
 class UpdateStream:

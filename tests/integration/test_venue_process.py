@@ -1,0 +1,164 @@
+"""The venue as a process: shutdown, liveness, transports, its command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from bus.blocking import BlockingOrderExecutionPort
+from bus.client import ZmqOrderExecutionPort
+from bus.codec import decode, encode
+from mock_venue.process import VenueProcess
+from ports import Acknowledgement, AckTimeoutError, Outcome, PortState
+from tests.contract.helpers import limit
+from tests.contract.venue_setup import CONTRACT_VENUE
+
+WAIT = 10.0
+
+
+def test_sigterm_under_load_answers_every_request_it_took_and_exits() -> None:
+    venue = VenueProcess(CONTRACT_VENUE)
+    endpoints = venue.start()
+    process = venue.process
+    assert process is not None
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.connect(endpoints.command)
+    try:
+        for n in range(2000):  # pipelined: most are still in flight when the signal lands
+            dealer.send(encode(limit(f"o{n}", "MAN", 10, "10.00"), request_id=n, client_id="c"))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0  # no hang
+        replies = set()
+        while dealer.poll(500):
+            envelope = decode(dealer.recv(), max_bytes=None)
+            assert isinstance(envelope.body, Acknowledgement)
+            replies.add(envelope.request_id)
+        handled = json.loads(venue.stderr.strip().splitlines()[-1])["requests"]
+        assert handled > 0
+        assert len(replies) == handled  # every request the venue took was answered
+    finally:
+        context.destroy(linger=0)
+        venue.stop()
+
+
+async def _next_state(changes: AsyncIterator[PortState]) -> PortState:
+    async with asyncio.timeout(WAIT):
+        return await anext(changes)
+
+
+async def test_a_frozen_venue_shows_as_reconnecting_and_the_port_recovers() -> None:
+    with VenueProcess(CONTRACT_VENUE, heartbeat=0.05) as venue:
+        assert venue.endpoints is not None
+        assert venue.process is not None
+        port = ZmqOrderExecutionPort(
+            "s1",
+            command=venue.endpoints.command,
+            events=venue.endpoints.events,
+            heartbeat_interval=0.05,
+            liveness=4,
+            ack_timeout=0.3,
+        )
+        async with port:
+            changes = port.state_changes()
+            updates = port.updates()
+            venue.process.send_signal(signal.SIGSTOP)
+            try:
+                assert await _next_state(changes) is PortState.RECONNECTING
+                with pytest.raises(AckTimeoutError) as caught:
+                    await port.submit(limit("frozen", "IMM", 10, "100.00"))
+                assert caught.value.outcome is Outcome.UNKNOWN
+            finally:
+                venue.process.send_signal(signal.SIGCONT)
+            assert await _next_state(changes) is PortState.CONNECTED
+            # The order sent while the venue was frozen was executed when it thawed: its
+            # events arrive, in order, and the status query settles what the timeout left open.
+            accepted = await updates.get(timeout=WAIT)
+            assert (accepted.client_order_id, accepted.seq) == ("frozen", 1)
+            assert (await port.order_status("frozen")).cum_qty == 10
+
+
+def test_the_venue_serves_over_ipc() -> None:
+    with VenueProcess(CONTRACT_VENUE, transport="ipc") as venue:
+        assert venue.endpoints is not None
+        assert venue.endpoints.command.startswith("ipc://")
+        with BlockingOrderExecutionPort(
+            "s1", command=venue.endpoints.command, events=venue.endpoints.events
+        ) as port:
+            updates = port.updates()
+            port.submit(limit("o1", "IMM", 10, "100.00"))
+            assert [updates.get(timeout=WAIT).status.value for _ in range(2)] == ["new", "filled"]
+
+
+def _cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mock_venue.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--instrument", "NOPRICE"], "SYMBOL:PRICE"),
+        (["--instrument", "X:1:teleport"], "MODEL one of"),
+        (["--instrument", "X:-5"], "greater than 0"),
+        (["--config", "/nonexistent/venue.yaml"], "cannot read"),
+        (["--command", "bogus://where"], "cannot bind"),
+    ],
+)
+def test_serve_refuses_bad_options_clearly(args: list[str], says: str) -> None:
+    done = _cli("serve", *args)
+    assert done.returncode != 0
+    assert says in done.stderr
+
+
+def test_serve_reads_a_config_file_and_reports_what_it_bound(tmp_path: Path) -> None:
+    config = tmp_path / "venue.yaml"
+    config.write_text(
+        "venue_id: TEST\n"
+        "instruments:\n"
+        "  - {symbol: ZED, reference_price: '5.00', fill_model: {kind: sliced, slices: 2}}\n"
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "mock_venue.cli", "serve", "--config", str(config),
+            "--command", "tcp://127.0.0.1:0", "--events", "tcp://127.0.0.1:0",
+            "--control", "tcp://127.0.0.1:0", "--instrument", "EXTRA:1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        ready = json.loads(process.stdout.readline())
+        assert ready["instruments"] == ["ZED", "EXTRA"]
+        assert not ready["command"].endswith(":0")
+        status = _cli("status", "--control", ready["control"], "--json")
+        assert json.loads(status.stdout)["venue_id"] == "TEST"
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(WAIT) == 0
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def test_status_says_when_no_venue_answers() -> None:
+    started = time.monotonic()
+    done = _cli("status", "--control", "tcp://127.0.0.1:9", "--timeout", "0.5")
+    assert done.returncode != 0
+    assert "no venue answered" in done.stderr
+    assert time.monotonic() - started < 20

@@ -200,6 +200,7 @@ class BlockingOrderExecutionPort:
             while request_id not in self._answers and time.monotonic() < stop:
                 self._pump(stop - time.monotonic())
             reply = self._answers.pop(request_id, None)
+            self._internal.discard(request_id)  # a late answer to this attempt is dropped
             if isinstance(reply, SyncReply):
                 self._request_replay(self._session.synced_at(reply, time.monotonic()))
                 return
@@ -300,7 +301,11 @@ class BlockingOrderExecutionPort:
 
     def _call(self, request: Request, expected: type[_R], timeout: float | None) -> _R:
         request_id = self._send_checked(request)
-        answer = self._wait(request_id, timeout, getattr(request, "client_order_id", None))
+        try:
+            answer = self._wait(request_id, timeout, getattr(request, "client_order_id", None))
+        except AckTimeoutError:
+            self._waiting.pop(request_id, None)  # nobody will ask again: drop a late answer
+            raise
         return settle(answer, expected)
 
     def _send_nowait(self, request: OrderRequest) -> BlockingOrderHandle:
@@ -400,6 +405,8 @@ class BlockingOrderExecutionPort:
             self._internal.discard(request_id)
             if isinstance(envelope.body, ReplayReply):
                 self._deliver(self._session.replayed(envelope.body, now))
+                return
+            if not isinstance(envelope.body, SyncReply):
                 return
         elif request_id not in self._waiting:
             return  # a duplicate, or an answer nobody waits for any more

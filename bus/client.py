@@ -30,8 +30,7 @@ def configure_dealer(socket: zmq.Socket[bytes]) -> None:
     # it comes back, possibly much later. A send then fails at once, with a definite outcome.
     socket.setsockopt(zmq.IMMEDIATE, 1)
     socket.setsockopt(zmq.SNDHWM, 10_000)
-    socket.setsockopt(zmq.HEARTBEAT_IVL, 500)
-    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 1500)
+    # No ZMTP heartbeats: see mock_venue/server.py. The venue's own heartbeats tell liveness.
 
 
 def configure_sub(socket: zmq.Socket[bytes], topics: list[bytes]) -> None:
@@ -134,7 +133,8 @@ class ZmqOrderExecutionPort(PortBase):
         self._send(self._session.request(request_id, request))
 
     def _send(self, frame: bytes) -> None:
-        assert self._dealer is not None
+        if self._dealer is None:
+            raise ConnectivityError("the port's sockets are closed", outcome=Outcome.DEFINITE)
         try:
             self._dealer.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError as exc:

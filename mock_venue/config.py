@@ -30,7 +30,7 @@ class SlicedFill(_Config):
 
     kind: Literal["sliced"] = "sliced"
     slices: int = Field(default=4, ge=1, le=10_000)
-    interval: float = Field(default=1.0, gt=0)
+    interval: float = Field(default=1.0, gt=0, le=86_400, allow_inf_nan=False)
 
 
 class PricePathFill(_Config):
@@ -39,7 +39,7 @@ class PricePathFill(_Config):
     resting limit fills completely at its limit price when the path crosses it."""
 
     kind: Literal["price_path"] = "price_path"
-    step_interval: float = Field(default=1.0, gt=0)
+    step_interval: float = Field(default=1.0, gt=0, le=86_400, allow_inf_nan=False)
     max_ticks_per_step: int = Field(default=3, ge=0)
 
 

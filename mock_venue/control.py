@@ -13,7 +13,7 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.codec import MODELS
-from mock_venue.faults import ActiveFault, Fault
+from mock_venue.faults import MAX_SECONDS, ActiveFault, Fault
 from ports.models import Identifier, Price, Quantity, Rejection
 
 
@@ -24,7 +24,7 @@ class _Control(BaseModel):
 class Advance(_Control):
     """Move a manual-clock venue's time forward."""
 
-    seconds: float = Field(ge=0)
+    seconds: float = Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)
 
 
 class FillOrder(_Control):

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ports.enums import ErrorReason
 from ports.models import Identifier
 
+MAX_SECONDS = 366 * 86_400.0  # a year of venue time: longer delays are mistakes, and overflow
+
 
 class _Fault(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -52,7 +54,7 @@ class Throttle(_Fault):
 
     kind: Literal["throttle"] = "throttle"
     max_requests: int = Field(ge=1)
-    interval: float = Field(gt=0)
+    interval: float = Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)
 
 
 class DelayAcks(_Fault):
@@ -62,7 +64,7 @@ class DelayAcks(_Fault):
     pending, too late) are answered at once and do not use the fault."""
 
     kind: Literal["delay_acks"] = "delay_acks"
-    delay: float = Field(gt=0)
+    delay: float = Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     count: int | None = Field(default=None, ge=1)
 
 
@@ -70,7 +72,7 @@ class DelayFills(_Fault):
     """Execute the next ``count`` fills (all, if None) ``delay`` seconds of venue time late."""
 
     kind: Literal["delay_fills"] = "delay_fills"
-    delay: float = Field(gt=0)
+    delay: float = Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)
     count: int | None = Field(default=None, ge=1)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import Hashable, Iterable
 from decimal import Decimal
@@ -67,6 +68,7 @@ class MockVenue:
         self.clock: Clock = clock if clock is not None else ManualClock()
         self.engine = VenueEngine(config, clock=self.clock, rng=random.Random(seed))
         self._ports: dict[int, MockOrderExecutionPort] = {}
+        self._port_keys = itertools.count(1)
         self._timer_task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
 
@@ -74,7 +76,11 @@ class MockVenue:
         self, strategy_id: str, *, ack_timeout: float = DEFAULT_ACK_TIMEOUT
     ) -> MockOrderExecutionPort:
         """A new (not yet open) port for ``strategy_id`` on this venue."""
-        return MockOrderExecutionPort(self, strategy_id, ack_timeout=ack_timeout)
+        # A key of its own, never reused (id() is, once a closed port is collected): a late
+        # reply to a closed port must not reach a new one.
+        return MockOrderExecutionPort(
+            self, strategy_id, ack_timeout=ack_timeout, key=next(self._port_keys)
+        )
 
     # --- VenueControl -------------------------------------------------------------------------
 
@@ -120,16 +126,16 @@ class MockVenue:
     # --- for the ports ------------------------------------------------------------------------
 
     def _attach(self, port: MockOrderExecutionPort) -> None:
-        self._ports[id(port)] = port
+        self._ports[port.key] = port
         if not isinstance(self.clock, ManualClock) and self._timer_task is None:
             self._wakeup = asyncio.Event()
             self._timer_task = asyncio.get_running_loop().create_task(self._run_timers())
 
     def _detach(self, port: MockOrderExecutionPort) -> None:
-        self._ports.pop(id(port), None)
+        self._ports.pop(port.key, None)
 
     def _handle(self, port: MockOrderExecutionPort, request_id: int, request: Request) -> None:
-        self._dispatch(self.engine.handle(request, (id(port), request_id)))
+        self._dispatch(self.engine.handle(request, (port.key, request_id)))
         if self._wakeup is not None:
             self._wakeup.set()  # the request may have scheduled an earlier timer
 
@@ -167,9 +173,10 @@ def _split_token(token: Hashable) -> tuple[int, int]:
 class MockOrderExecutionPort(PortBase):
     """``OrderExecutionPort`` over an in-process ``MockVenue``."""
 
-    def __init__(self, venue: MockVenue, strategy_id: str, *, ack_timeout: float) -> None:
+    def __init__(self, venue: MockVenue, strategy_id: str, *, ack_timeout: float, key: int) -> None:
         super().__init__(strategy_id, ack_timeout=ack_timeout)
         self.venue = venue
+        self.key = key
 
     async def _connect(self) -> None:
         self.venue._attach(self)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from array import array
 from collections import Counter, OrderedDict
@@ -126,8 +127,9 @@ class VenueServer:
         self._events.setsockopt(zmq.SNDHWM, 1_000_000)
         for socket in (self._command, self._events, self._control):
             socket.setsockopt(zmq.LINGER, 2000)  # flush replies on shutdown, never hang
-            socket.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-            socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+        # No ZMTP heartbeats (HEARTBEAT_IVL): with them, libzmq 4.3.5 can abort the whole process
+        # (assertion in stream_engine_base.cpp) when peers vanish mid-burst. Liveness is the
+        # venue's own heartbeat on the event channel.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._stopping = False
@@ -194,8 +196,11 @@ class VenueServer:
                 os.read(self._wake_r, 4096)
             if not isinstance(self.clock, ManualClock):
                 self._dispatch(self.engine.advance())
-        # Requests that arrived before the stop still get their answer.
-        self._drain(self._command, self._serve_command, limit=None)
+        # Requests that arrived before the stop still get their answer; a peer that keeps
+        # sending cannot hold the shutdown up for more than a moment.
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and self._command.poll(0):
+            self._drain(self._command, self._serve_command)
         self._heartbeat()
 
     def _poll_timeout_ms(self, until_heartbeat: float) -> int:
@@ -223,6 +228,21 @@ class VenueServer:
     # --- command channel ----------------------------------------------------------------------
 
     def _serve_command(self, frames: list[bytes]) -> None:
+        try:
+            self._serve_command_frames(frames)
+        except Exception as error:  # one message must never take the venue down
+            self._last_resort(self._command, frames, error)
+
+    def _last_resort(
+        self, socket: zmq.Socket[bytes], frames: list[bytes], error: Exception
+    ) -> None:
+        self.protocol_errors += 1
+        sys.stderr.write(f"venue: request failed: {type(error).__name__}: {error}\n")
+        if frames:
+            route = _Route(frames[0], len(frames) > 2 and frames[1] == b"")
+            self._refuse(socket, route, WireError(f"the venue could not process this: {error}"))
+
+    def _serve_command_frames(self, frames: list[bytes]) -> None:
         self.requests += 1
         route, body = self._split(frames)
         if route is None:
@@ -364,6 +384,12 @@ class VenueServer:
     # --- control channel ----------------------------------------------------------------------
 
     def _serve_control(self, frames: list[bytes]) -> None:
+        try:
+            self._serve_control_frames(frames)
+        except Exception as error:  # one message must never take the venue down
+            self._last_resort(self._control, frames, error)
+
+    def _serve_control_frames(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
             self.protocol_errors += 1
             return
@@ -374,7 +400,7 @@ class VenueServer:
         except WireError as error:
             self._refuse(self._control, route, error)
             return
-        except (VenueControlError, TypeError) as error:
+        except (VenueControlError, TypeError, ArithmeticError, ValueError) as error:
             result = Rejection(reason=ErrorReason.INVALID_REQUEST, message=str(error))
         frame = encode(result, request_id=envelope.request_id, types=CONTROL_TYPES)
         self._send(self._control, route, frame)

@@ -138,9 +138,14 @@ class PortBase(OrderExecutionPort):
         self._set_state(PortState.CONNECTING)
         try:
             await self._connect()
-        except BaseException:
+        except BaseException as error:
+            if self.state is PortState.CLOSED:  # closed while opening: closed it stays
+                raise PortClosedError("the port was closed while it opened") from error
             self._set_state(PortState.IDLE)
             raise
+        if self.state is PortState.CLOSED:  # close() ran while _connect() awaited
+            await self._disconnect()
+            raise PortClosedError("the port was closed while it opened")
         self._set_state(PortState.CONNECTED)
 
     async def close(self) -> None:

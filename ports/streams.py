@@ -30,6 +30,15 @@ class Subscribers(Generic[_S]):
             self._all.add(stream)
         else:
             self._by_order.setdefault(client_order_id, weakref.WeakSet()).add(stream)
+            # A stream dropped without being closed must not leave its order's entry behind.
+            weakref.finalize(stream, self._prune, client_order_id)
+
+    def _prune(self, client_order_id: str) -> None:
+        streams = self._by_order.get(client_order_id)
+        # Weakref callbacks run newest first: the set may still count the dead stream, so look
+        # for live members rather than at its length.
+        if streams is not None and not list(streams):
+            del self._by_order[client_order_id]
 
     def discard(self, stream: _S) -> None:
         self._all.discard(stream)

@@ -130,3 +130,29 @@ async def test_wall_clock_venue_runs_its_timers_by_itself() -> None:
         await venue.aclose()
     assert venue._timer_task is None
     assert not [t for t in asyncio.all_tasks() if "_run_timers" in repr(t)]
+
+
+async def test_closing_a_port_while_it_opens_leaves_it_closed() -> None:
+    from ports import PortClosedError, PortState
+
+    venue = MockVenue(CONFIG)
+    port = venue.port("s")
+    opening = asyncio.ensure_future(port.open())
+    await port.close()
+    with pytest.raises(PortClosedError):
+        await opening
+    assert port.state is PortState.CLOSED
+    with pytest.raises(PortClosedError):
+        await port.open()
+
+
+async def test_dropped_handles_leave_nothing_behind_in_the_port() -> None:
+    import gc
+
+    venue = MockVenue(CONFIG)
+    async with venue.port("s") as port:
+        for n in range(50):
+            await port.submit_nowait(order(n, "S", "10.00"))  # handle dropped at once
+        gc.collect()
+        assert port._subscribers.of("o1") == []
+        assert port._subscribers._by_order == {}

@@ -16,7 +16,6 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from bus.bench import IN_FLIGHT
 from bus.blocking import BlockingOrderExecutionPort
 from bus.monitor import BlockingMonitor
 from ports import (
@@ -316,44 +315,6 @@ def watch(
         finally:
             if live is not None:
                 live.stop()
-
-
-@main.command()
-@click.option("--rounds", default=5, show_default=True, help="Interleaved rounds.")
-@click.option("--count", default=1000, show_default=True, help="Round trips per kind per round.")
-@click.option("--fan-out-orders", default=5000, show_default=True,
-              help="Orders (each filled) per fan-out strategy process.")  # fmt: skip
-@click.option("--memory-orders", default=100_000, show_default=True,
-              help="Resting orders for the memory figure (0: skip).")  # fmt: skip
-@click.option("--output", type=click.Path(dir_okay=False), default="bench.json", show_default=True)
-def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, output: str) -> None:
-    """Measure the bus against raw pyzmq in one interleaved run; write the report as JSON."""
-    from bus.bench import run
-
-    report = run(rounds, count, fan_out_orders, memory_orders)
-    with open(output, "w") as f:
-        json.dump(report, f, indent=2)
-    console = Console()
-    table = Table(title=f"orderbus bench ({rounds} rounds x {count}; written to {output})")
-    for column in ("measure", "p50 us", "p99 us", "ratio p50 to raw", "target"):
-        table.add_column(column, justify="right")
-    raw = report["latency"]["raw_req_rep"]["p50_us"]
-    targets = {"blocking_submit_ack": "<= 2.0", "asyncio_submit_ack": "<= 3.0"}
-    for kind, figures in report["latency"].items():
-        table.add_row(
-            kind, str(figures["p50_us"]), str(figures["p99_us"]),
-            f"{figures['p50_us'] / raw:.2f}", targets.get(kind, "baseline"),
-        )  # fmt: skip
-    console.print(table)
-    tput = report["throughput_per_second"]
-    console.print(
-        f"pipelined ({IN_FLIGHT} in flight): asyncio client {tput['asyncio_pipelined']}/s, raw "
-        f"DEALER/ROUTER {tput['raw_pipelined']}/s: "
-        f"{report['ratios']['pipelined_throughput_vs_raw']:.1%} (target >= 50%)"
-    )
-    console.print(f"fan-out: {report['fan_out']}")
-    if report["memory"]:
-        console.print(f"memory: {report['memory']} (target <= 2048 bytes/order)")
 
 
 if __name__ == "__main__":

@@ -24,11 +24,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import click
 import zmq
 from hdrh.histogram import HdrHistogram
+from rich.console import Console
+from rich.table import Table
 
 from bus.blocking import BlockingOrderExecutionPort
+from bus.cli import main as orderbus_main
 from bus.client import ZmqOrderExecutionPort
+from mock_venue.config import ImmediateFill, InstrumentConfig, ManualFill, VenueConfig
+from mock_venue.process import VenueProcess
+from mock_venue.server import Endpoints
 from ports import OrderType, Side, SubmitOrder
 
 PAYLOAD = b"x" * 100
@@ -41,52 +48,20 @@ def _histogram() -> HdrHistogram:
     return HdrHistogram(1, 60_000_000, 3)
 
 
-@dataclass
-class Venue:
-    """A venue process for the benchmark (started by module name: bus does not import it)."""
+BENCH_VENUE = VenueConfig(
+    instruments=(
+        InstrumentConfig(symbol=RESTING, reference_price=Decimal(10), fill_model=ManualFill()),
+        InstrumentConfig(symbol=FILLING, reference_price=Decimal(10), fill_model=ImmediateFill()),
+    )
+)
 
-    process: subprocess.Popen[str]
-    command: str
-    events: str
-    control: str
-    pid: int
 
-    @classmethod
-    def start(cls) -> Venue:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mock_venue.cli",
-                "serve",
-                "--command",
-                "tcp://127.0.0.1:0",
-                "--events",
-                "tcp://127.0.0.1:0",
-                "--control",
-                "tcp://127.0.0.1:0",
-                "--instrument",
-                f"{RESTING}:10:manual",
-                "--instrument",
-                f"{FILLING}:10:immediate",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert process.stdout is not None
-        ready = json.loads(process.stdout.readline())
-        return cls(process, ready["command"], ready["events"], ready["control"], ready["pid"])
-
-    def rss_kib(self) -> int:
-        """Resident set size of the venue process, KiB (Linux)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, KiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
 
 
 def _order(strategy: str, n: int, instrument: str = RESTING) -> SubmitOrder:
@@ -200,7 +175,7 @@ async def async_pipelined(
     results.rate("asyncio_pipelined", count / (time.perf_counter() - started))
 
 
-def fan_out(venue: Venue, strategies: int, orders: int) -> dict[str, Any]:
+def fan_out(venue: Endpoints, strategies: int, orders: int) -> dict[str, Any]:
     """``strategies`` processes each submit ``orders`` immediately-filled orders (pipelined) and
     count the fills their stream delivers."""
     processes = [
@@ -208,7 +183,7 @@ def fan_out(venue: Venue, strategies: int, orders: int) -> dict[str, Any]:
             [
                 sys.executable,
                 "-m",
-                "bus.bench",
+                "mock_venue.bench",
                 "--role",
                 "fan-out-strategy",
                 "--command",
@@ -271,11 +246,11 @@ async def fan_out_strategy(command: str, events: str, strategy: str, orders: int
     )
 
 
-async def memory(venue: Venue, orders: int) -> dict[str, Any]:
+async def memory(venue: Endpoints, pid: int, orders: int) -> dict[str, Any]:
     """The venue's RSS growth with ``orders`` resting orders, per order."""
     port = ZmqOrderExecutionPort("memory", command=venue.command, events=venue.events)
     async with port:
-        idle = venue.rss_kib()
+        idle = rss_kib(pid)
         window = asyncio.Semaphore(IN_FLIGHT * 4)
 
         async def one(n: int) -> None:
@@ -283,7 +258,7 @@ async def memory(venue: Venue, orders: int) -> dict[str, Any]:
                 await port.submit(_order("memory", n), timeout=60)
 
         await asyncio.gather(*(one(n) for n in range(orders)))
-        loaded = venue.rss_kib()
+        loaded = rss_kib(pid)
     return {
         "resting_orders": orders,
         "idle_rss_kib": idle,
@@ -309,7 +284,7 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
         [
             sys.executable,
             "-m",
-            "bus.bench",
+            "mock_venue.bench",
             "--role",
             "raw-server",
             "--command",
@@ -326,7 +301,10 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
     req, dealer = context.socket(zmq.REQ), context.socket(zmq.DEALER)
     req.connect(raw_endpoints["rep"])
     dealer.connect(raw_endpoints["router"])
-    venue = Venue.start()
+    process = VenueProcess(BENCH_VENUE)
+    venue = process.start()
+    assert process.process is not None
+    pid = process.process.pid
     results = Results()
     report: dict[str, Any] = {}
     try:
@@ -351,9 +329,9 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
         asyncio.run(bench())
         blocking.close()
         report["fan_out"] = fan_out(venue, 4, fan_out_orders)
-        report["memory"] = asyncio.run(memory(venue, memory_orders)) if memory_orders else None
+        report["memory"] = asyncio.run(memory(venue, pid, memory_orders)) if memory_orders else None
     finally:
-        venue.stop()
+        process.stop()
         req.send(b"stop")
         req.recv()
         raw_server.wait(30)
@@ -394,6 +372,48 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
         }
     )
     return report
+
+
+@click.command()
+@click.option("--rounds", default=5, show_default=True, help="Interleaved rounds.")
+@click.option("--count", default=1000, show_default=True, help="Round trips per kind per round.")
+@click.option("--fan-out-orders", default=5000, show_default=True,
+              help="Orders (each filled) per fan-out strategy process.")  # fmt: skip
+@click.option("--memory-orders", default=100_000, show_default=True,
+              help="Resting orders for the memory figure (0: skip).")  # fmt: skip
+@click.option("--output", type=click.Path(dir_okay=False), default="bench.json", show_default=True)
+def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, output: str) -> None:
+    """Measure the bus against raw pyzmq in one interleaved run; write the report as JSON."""
+    report = run(rounds, count, fan_out_orders, memory_orders)
+    with open(output, "w") as f:
+        json.dump(report, f, indent=2)
+    console = Console()
+    table = Table(title=f"orderbus bench ({rounds} rounds x {count}; written to {output})")
+    for column in ("measure", "p50 us", "p99 us", "ratio p50 to raw", "target"):
+        table.add_column(column, justify="right")
+    raw = report["latency"]["raw_req_rep"]["p50_us"]
+    targets = {"blocking_submit_ack": "<= 2.0", "asyncio_submit_ack": "<= 3.0"}
+    for kind, figures in report["latency"].items():
+        table.add_row(
+            kind, str(figures["p50_us"]), str(figures["p99_us"]),
+            f"{figures['p50_us'] / raw:.2f}", targets.get(kind, "baseline"),
+        )  # fmt: skip
+    console.print(table)
+    tput = report["throughput_per_second"]
+    console.print(
+        f"pipelined ({IN_FLIGHT} in flight): asyncio client {tput['asyncio_pipelined']}/s, raw "
+        f"DEALER/ROUTER {tput['raw_pipelined']}/s: "
+        f"{report['ratios']['pipelined_throughput_vs_raw']:.1%} (target >= 50%)"
+    )
+    console.print(f"fan-out: {report['fan_out']}")
+    if report["memory"]:
+        console.print(f"memory: {report['memory']} (target <= 2048 bytes/order)")
+
+
+def orderbus() -> None:
+    """The installed ``orderbus`` command: bus.cli's client commands, plus ``bench``."""
+    orderbus_main.add_command(bench)
+    orderbus_main()
 
 
 def role_main(argv: list[str]) -> None:

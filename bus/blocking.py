@@ -18,9 +18,10 @@ from typing import Any, Self, TypeVar
 
 import zmq
 
-from bus.client import SYNC_RETRY, configure_dealer, configure_sub
+from bus.client import SYNC_RETRY
 from bus.codec import Replay, ReplayReply, Sync, SyncReply, WireError
 from bus.session import ClientSession, Incoming
+from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart
 from ports.base import DEFAULT_ACK_TIMEOUT
 from ports.enums import Outcome, Side
 from ports.errors import (
@@ -374,19 +375,11 @@ class BlockingOrderExecutionPort:
             self._request_replay(self._session.poll(time.monotonic()))
             return
         now = time.monotonic()
-        while True:
-            try:
-                frame = self._dealer.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        while (frame := recv(self._dealer)) is not None:
             self._on_reply_frame(frame, now)
         if until is not None and until in self._answers:
             return
-        while True:
-            try:
-                frames = self._sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        while (frames := recv_multipart(self._sub)) is not None:
             if len(frames) != 2:
                 continue
             try:

@@ -14,6 +14,7 @@ import zmq
 
 from bus.codec import Replay, ReplayReply, Sync, SyncReply, WireError
 from bus.session import ClientSession, Incoming
+from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart
 from ports.base import DEFAULT_ACK_TIMEOUT, PortBase
 from ports.enums import Outcome
 from ports.errors import ConnectivityError
@@ -21,24 +22,6 @@ from ports.models import Request
 from ports.order_execution_port import PortState
 
 SYNC_RETRY = 0.25  # seconds between sync attempts while the venue is not there yet
-
-
-def configure_dealer(socket: zmq.Socket[bytes]) -> None:
-    """The command socket's options (shared with the blocking client)."""
-    socket.setsockopt(zmq.LINGER, 0)  # closing never blocks on requests nobody will answer
-    # Do not queue requests for a venue that is not connected: they would be executed whenever
-    # it comes back, possibly much later. A send then fails at once, with a definite outcome.
-    socket.setsockopt(zmq.IMMEDIATE, 1)
-    socket.setsockopt(zmq.SNDHWM, 10_000)
-    # No ZMTP heartbeats: see mock_venue/server.py. The venue's own heartbeats tell liveness.
-
-
-def configure_sub(socket: zmq.Socket[bytes], topics: list[bytes]) -> None:
-    """The event socket's options and subscriptions."""
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.RCVHWM, 1_000_000)
-    for topic in topics:
-        socket.setsockopt(zmq.SUBSCRIBE, topic)
 
 
 class ZmqOrderExecutionPort(PortBase):
@@ -198,9 +181,9 @@ class ZmqOrderExecutionPort(PortBase):
             return
         now = time.monotonic()
         # Replies first: a caller waits on each. Events follow, in their own order.
-        while (frame := _recv(dealer)) is not None:
+        while (frame := recv(dealer)) is not None:
             self._on_reply_frame(frame, now)
-        while (frames := _recv_multipart(sub)) is not None:
+        while (frames := recv_multipart(sub)) is not None:
             self._last_heard = now
             if len(frames) != 2:
                 continue  # not from a venue
@@ -247,17 +230,3 @@ class ZmqOrderExecutionPort(PortBase):
             reply = future.result()
             assert isinstance(reply, SyncReply)
             self._request_replay(self._session.synced_at(reply, time.monotonic()))
-
-
-def _recv(socket: zmq.Socket[bytes]) -> bytes | None:
-    try:
-        return socket.recv(zmq.NOBLOCK)
-    except zmq.Again:
-        return None
-
-
-def _recv_multipart(socket: zmq.Socket[bytes]) -> list[bytes] | None:
-    try:
-        return socket.recv_multipart(zmq.NOBLOCK)
-    except zmq.Again:
-        return None

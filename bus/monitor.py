@@ -11,9 +11,9 @@ from typing import Self
 
 import zmq
 
-from bus.client import configure_dealer, configure_sub
 from bus.codec import Replay, ReplayReply, SyncReply, WireError
 from bus.session import ClientSession, Incoming
+from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart
 from ports.models import ExecutionReport
 
 
@@ -60,21 +60,15 @@ class BlockingMonitor:
             self._ask(self._session.poll(time.monotonic()))
             return False
         now = self.heard_at = time.monotonic()
-        while True:
-            try:
-                frames = self._sub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        while (frames := recv_multipart(self._sub)) is not None:
             if len(frames) == 2:
                 try:
                     self._take(self._session.event(frames[0], frames[1], now))
                 except WireError:
                     continue
-        while True:
+        while (frame := recv(self._dealer)) is not None:
             try:
-                envelope = self._session.reply(self._dealer.recv(zmq.NOBLOCK))
-            except zmq.Again:
-                break
+                envelope = self._session.reply(frame)
             except WireError:
                 continue
             if isinstance(envelope.body, ReplayReply):

@@ -38,6 +38,7 @@ from bus.codec import (
     encode,
     strategy_topic,
 )
+from bus.sockets import readable
 from mock_venue.clock import Clock, ManualClock
 from mock_venue.control import (
     CONTROL_MODELS,
@@ -218,10 +219,9 @@ class VenueServer:
     ) -> None:
         count = 0
         while limit is None or count < limit:
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not readable(socket):
                 return
+            frames = socket.recv_multipart(zmq.NOBLOCK)
             serve(frames)
             count += 1
 

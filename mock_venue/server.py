@@ -59,6 +59,7 @@ from mock_venue.control import (
 from mock_venue.engine import Output, Publish, VenueControlError, VenueEngine
 from ports.enums import ErrorReason
 from ports.models import (
+    Acknowledgement,
     AmendOrder,
     CancelAllOrders,
     CancelOrder,
@@ -347,7 +348,9 @@ class VenueServer:
             # tried afresh, not told "throttled" again for ever.
             cache = False
         if cache:
-            if order is not None and self.engine.submit_result(*order) == result:
+            # An Acknowledgement to a submit is, by construction, the engine's stored answer
+            # (a new acceptance, or the original one for an identical resend): keep a reference.
+            if order is not None and isinstance(result, Acknowledgement):
                 self._replies[key] = order
             else:
                 self._replies[key] = frame

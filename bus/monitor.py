@@ -43,7 +43,6 @@ class BlockingMonitor:
         self._poller.register(self._sub, zmq.POLLIN)
         self._ids = itertools.count(1)
         self._ready: list[ExecutionReport] = []
-        self.heard_at = 0.0  # monotonic time of the last message from the venue
 
     def reports(self, timeout: float | None = None) -> Iterator[ExecutionReport]:
         """Yield events as they come; stop after ``timeout`` seconds without any (None: never)."""
@@ -59,7 +58,7 @@ class BlockingMonitor:
         if not self._poller.poll(ms):
             self._ask(self._session.poll(time.monotonic()))
             return False
-        now = self.heard_at = time.monotonic()
+        now = time.monotonic()
         while (frames := recv_multipart(self._sub)) is not None:
             if len(frames) == 2:
                 try:

@@ -195,7 +195,8 @@ def status(control_endpoint: str, timeout: float, as_json: bool) -> None:
     )
     click.echo(
         f"orders {result.orders}  open {result.open_orders}  clients {result.clients}  "
-        f"requests {result.requests}  protocol errors {result.protocol_errors}"
+        f"requests {result.requests}  protocol errors {result.protocol_errors}  "
+        f"unroutable replies {result.unroutable_replies}"
     )
     for s in result.strategies:
         click.echo(

@@ -99,6 +99,7 @@ class VenueStatus(_Control):
     clients: int
     requests: int
     protocol_errors: int
+    unroutable_replies: int = 0  # answers to peers gone meanwhile (kept for their retry)
     strategies: tuple[StrategyStatus, ...]
     faults: tuple[ActiveFault, ...]
 

@@ -463,6 +463,7 @@ class VenueServer:
             clients=len(self._clients),
             requests=self.requests,
             protocol_errors=self.protocol_errors,
+            unroutable_replies=self.unroutable_replies,
             strategies=tuple(
                 StrategyStatus(
                     strategy_id=s,

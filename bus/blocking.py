@@ -56,8 +56,10 @@ _UNANSWERED = object()
 class BlockingUpdateStream:
     """Execution reports from the moment the stream was opened, in order, each exactly once."""
 
-    def __init__(self, port: BlockingOrderExecutionPort) -> None:
+    def __init__(self, port: BlockingOrderExecutionPort, client_order_id: str | None) -> None:
         self._port = port
+        self.client_order_id = client_order_id
+        """The order this stream follows; None: every order of the strategy."""
         self._queue: collections.deque[ExecutionReport] = collections.deque()
         self._ended = False
 
@@ -417,8 +419,8 @@ class BlockingOrderExecutionPort:
                 self._send(replay, internal=True)
 
     def _open_stream(self, client_order_id: str | None) -> BlockingUpdateStream:
-        stream = BlockingUpdateStream(self)
-        self._subscribers.add(stream, client_order_id)
+        stream = BlockingUpdateStream(self, client_order_id)
+        self._subscribers.add(stream)
         return stream
 
     def _forget(self, stream: BlockingUpdateStream) -> None:

@@ -5,7 +5,9 @@ modes falls on all of them alike. Latencies go into HDR histograms (microseconds
 
 - raw REQ/REP round trip, 100-byte payload: the baseline;
 - blocking client submit -> ack, and asyncio client submit -> ack, against the venue process;
-- pipelined submits, 32 in flight (asyncio client), against raw DEALER/ROUTER pipelined;
+- pipelined submits, 32 in flight (asyncio client), against raw DEALER/ROUTER pipelined, and the
+  ceiling: raw DEALER/ROUTER where the server validates each submit with the port's model and
+  publishes one event (what any venue that validates at the edge cannot beat);
 - fan-out: fills published to N strategy processes at once, counting loss;
 - memory: the venue's resident size with many resting orders, above its idle size.
 """
@@ -16,9 +18,11 @@ import asyncio
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
+import timeit
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +37,10 @@ from rich.table import Table
 from bus.blocking import BlockingOrderExecutionPort
 from bus.cli import main as orderbus_main
 from bus.client import ZmqOrderExecutionPort
+from bus.codec import decode, encode
+from mock_venue.clock import WallClock
 from mock_venue.config import ImmediateFill, InstrumentConfig, ManualFill, VenueConfig
+from mock_venue.engine import Publish, Respond, VenueEngine
 from mock_venue.process import VenueProcess
 from mock_venue.server import Endpoints
 from ports import OrderType, Side, SubmitOrder
@@ -80,20 +87,25 @@ def _order(strategy: str, n: int, instrument: str = RESTING) -> SubmitOrder:
 
 
 def serve_raw(rep_endpoint: str, router_endpoint: str) -> None:
-    """The raw echo servers: REP and ROUTER, one poll loop, until a b"stop"."""
+    """The raw servers, one poll loop, until a b"stop": REP and ROUTER echo, and the ceiling
+    server (a ROUTER that validates each request and publishes one event for it)."""
     context = zmq.Context()
     rep, router = context.socket(zmq.REP), context.socket(zmq.ROUTER)
+    ceiling, pub = context.socket(zmq.ROUTER), context.socket(zmq.PUB)
     rep.bind(rep_endpoint)
     router.bind(router_endpoint)
+    ceiling.bind(router_endpoint)
+    pub.bind(router_endpoint)
     endpoints = {
-        "rep": rep.getsockopt_string(zmq.LAST_ENDPOINT),
-        "router": router.getsockopt_string(zmq.LAST_ENDPOINT),
+        name: socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        for name, socket in (("rep", rep), ("router", router), ("ceiling", ceiling))
     }
     sys.stdout.write(json.dumps(endpoints) + "\n")
     sys.stdout.flush()
+    event = b"e" * 300  # about an ExecutionReport's size
     poller = zmq.Poller()
-    poller.register(rep, zmq.POLLIN)
-    poller.register(router, zmq.POLLIN)
+    for socket in (rep, router, ceiling):
+        poller.register(socket, zmq.POLLIN)
     while True:
         for socket, _ in poller.poll():
             if socket is rep:
@@ -102,8 +114,13 @@ def serve_raw(rep_endpoint: str, router_endpoint: str) -> None:
                 if message == b"stop":
                     context.destroy(linger=0)
                     return
-            else:
+            elif socket is router:
                 router.send_multipart(router.recv_multipart())
+            else:
+                frames = ceiling.recv_multipart()
+                decode(frames[1])
+                ceiling.send_multipart(frames)
+                pub.send_multipart([b"S", event])
 
 
 @dataclass
@@ -135,16 +152,22 @@ def blocking_round_trips(
         results.record("blocking_submit_ack", (time.perf_counter() - started) * 1e6)
 
 
-def raw_pipelined(dealer: zmq.Socket[bytes], results: Results, count: int) -> None:
+def raw_pipelined(
+    dealer: zmq.Socket[bytes],
+    results: Results,
+    frames: list[bytes],
+    kind: str = "raw_pipelined",
+) -> None:
+    count = len(frames)
     started = time.perf_counter()
     sent = received = 0
     while received < count:
         while sent < count and sent - received < IN_FLIGHT:
-            dealer.send(PAYLOAD)
+            dealer.send(frames[sent])
             sent += 1
         dealer.recv()
         received += 1
-    results.rate("raw_pipelined", count / (time.perf_counter() - started))
+    results.rate(kind, count / (time.perf_counter() - started))
 
 
 # --- the bus ------------------------------------------------------------------------------------
@@ -270,6 +293,25 @@ async def memory(venue: Endpoints, pid: int, orders: int) -> dict[str, Any]:
 # --- the run ------------------------------------------------------------------------------------
 
 
+def codec_costs(number: int = 20_000) -> dict[str, float]:
+    """Microseconds per call of the codec work every submitted order costs the client, in
+    process: the floor under any client that validates at the edge."""
+    engine = VenueEngine(BENCH_VENUE, clock=WallClock(), rng=random.Random(0))
+    outputs = engine.handle(_order("codec", 0), "token")
+    ack = next(o.result for o in outputs if isinstance(o, Respond))
+    report = next(o.report for o in outputs if isinstance(o, Publish))
+    ack_frame, report_frame = encode(ack, request_id=1), encode(report)
+    submit = _order("codec", 1)
+    work = {
+        "encode_submit": lambda: encode(submit, request_id=1, client_id="c"),
+        "decode_ack": lambda: decode(ack_frame, max_bytes=None),
+        "decode_report": lambda: decode(report_frame, max_bytes=None),
+    }
+    costs = {k: round(timeit.timeit(f, number=number) / number * 1e6, 2) for k, f in work.items()}
+    costs["client_floor_per_order"] = round(sum(costs.values()), 2)
+    return costs
+
+
 def _summary(histogram: HdrHistogram) -> dict[str, float]:
     return {
         "p50_us": histogram.get_value_at_percentile(50),
@@ -299,8 +341,12 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
     raw_endpoints = json.loads(raw_server.stdout.readline())
     context = zmq.Context()
     req, dealer = context.socket(zmq.REQ), context.socket(zmq.DEALER)
+    ceiling = context.socket(zmq.DEALER)
     req.connect(raw_endpoints["rep"])
     dealer.connect(raw_endpoints["router"])
+    ceiling.connect(raw_endpoints["ceiling"])
+    # The ceiling's requests are real SubmitOrder frames, encoded before the clock starts.
+    submits = [encode(_order("ceiling", n), request_id=n) for n in range(count * 4)]
     process = VenueProcess(BENCH_VENUE)
     venue = process.start()
     assert process.process is not None
@@ -323,11 +369,13 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
                     base = r * count
                     blocking_round_trips(blocking, results, count, base)
                     await async_round_trips(port, results, count, base)
-                    raw_pipelined(dealer, results, count * 4)
+                    raw_pipelined(dealer, results, [PAYLOAD] * (count * 4))
+                    raw_pipelined(ceiling, results, submits, "ceiling_pipelined")
                     await async_pipelined(port, results, count * 4, 10_000_000 + base * 4)
 
         asyncio.run(bench())
         blocking.close()
+        report["codec_us"] = codec_costs()
         report["fan_out"] = fan_out(venue, 4, fan_out_orders)
         report["memory"] = asyncio.run(memory(venue, pid, memory_orders)) if memory_orders else None
     finally:
@@ -360,6 +408,9 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
                 ),
                 "pipelined_throughput_vs_raw": round(
                     throughput["asyncio_pipelined"] / throughput["raw_pipelined"], 3
+                ),
+                "ceiling_pipelined_vs_raw": round(
+                    throughput["ceiling_pipelined"] / throughput["raw_pipelined"], 3
                 ),
             },
             "targets": {
@@ -404,6 +455,15 @@ def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, outp
         f"pipelined ({IN_FLIGHT} in flight): asyncio client {tput['asyncio_pipelined']}/s, raw "
         f"DEALER/ROUTER {tput['raw_pipelined']}/s: "
         f"{report['ratios']['pipelined_throughput_vs_raw']:.1%} (target >= 50%)"
+    )
+    console.print(
+        f"ceiling: a raw ROUTER that only validates each submit and publishes one event: "
+        f"{tput['ceiling_pipelined']}/s = {report['ratios']['ceiling_pipelined_vs_raw']:.1%} of raw"
+    )
+    codec = report["codec_us"]
+    console.print(
+        f"client codec floor per order: {codec['client_floor_per_order']} us "
+        f"(at most {1e6 / codec['client_floor_per_order']:.0f}/s on one core, before any I/O)"
     )
     console.print(f"fan-out: {report['fan_out']}")
     if report["memory"]:

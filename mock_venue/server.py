@@ -337,7 +337,8 @@ class VenueServer:
             frame = encode(report)
             self._frames.append(frame)
             self._stream_index.setdefault(report.strategy_id, array("Q")).append(report.venue_seq)
-            self._events.send_multipart([strategy_topic(report.strategy_id), frame])
+            self._events.send(strategy_topic(report.strategy_id), zmq.SNDMORE)
+            self._events.send(frame)
 
     def _answer(self, key: Hashable, result: BaseModel, *, cache: bool) -> None:
         assert isinstance(key, tuple)
@@ -369,9 +370,13 @@ class VenueServer:
         return encode(result, request_id=key[1])
 
     def _send(self, socket: zmq.Socket[bytes], route: _Route, frame: bytes) -> None:
-        parts = [route.identity, b"", frame] if route.req_peer else [route.identity, frame]
+        # Frame by frame rather than send_multipart: the same sends, without its per-call checks
+        # (this is on every reply's path).
         try:
-            socket.send_multipart(parts, zmq.NOBLOCK)
+            socket.send(route.identity, zmq.NOBLOCK | zmq.SNDMORE)
+            if route.req_peer:
+                socket.send(b"", zmq.NOBLOCK | zmq.SNDMORE)
+            socket.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError:
             # The peer is gone (or hopelessly behind). Its reply is cached: a retry gets it.
             self.unroutable_replies += 1

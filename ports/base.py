@@ -256,6 +256,6 @@ class PortBase(OrderExecutionPort):
         return self._open_stream(client_order_id)
 
     def _open_stream(self, client_order_id: str | None) -> UpdateStream:
-        stream = UpdateStream(self._subscribers.discard)
-        self._subscribers.add(stream, client_order_id)
+        stream = UpdateStream(self._subscribers.discard, client_order_id)
+        self._subscribers.add(stream)
         return stream

@@ -6,14 +6,20 @@ import asyncio
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 from ports.errors import AckTimeoutError
 from ports.models import Acknowledgement, ExecutionReport, OrderRequest
 
 _END = object()
 _T = TypeVar("_T")
-_S = TypeVar("_S")
+
+
+class _Stream(Protocol):
+    client_order_id: str | None
+
+
+_S = TypeVar("_S", bound=_Stream)
 
 
 class Subscribers(Generic[_S]):
@@ -25,7 +31,8 @@ class Subscribers(Generic[_S]):
         self._all: weakref.WeakSet[_S] = weakref.WeakSet()
         self._by_order: dict[str, weakref.WeakSet[_S]] = {}
 
-    def add(self, stream: _S, client_order_id: str | None) -> None:
+    def add(self, stream: _S) -> None:
+        client_order_id = stream.client_order_id
         if client_order_id is None:
             self._all.add(stream)
         else:
@@ -41,11 +48,15 @@ class Subscribers(Generic[_S]):
             del self._by_order[client_order_id]
 
     def discard(self, stream: _S) -> None:
-        self._all.discard(stream)
-        for key, streams in list(self._by_order.items()):
+        client_order_id = stream.client_order_id
+        if client_order_id is None:
+            self._all.discard(stream)
+            return
+        streams = self._by_order.get(client_order_id)
+        if streams is not None:
             streams.discard(stream)
             if not streams:
-                del self._by_order[key]
+                del self._by_order[client_order_id]
 
     def of(self, client_order_id: str) -> list[_S]:
         """The streams a report about ``client_order_id`` goes to."""
@@ -67,7 +78,11 @@ class UpdateStream:
     so a stream you stop reading should be closed (``async with`` or ``aclose()``).
     """
 
-    def __init__(self, on_close: Callable[[UpdateStream], None]) -> None:
+    def __init__(
+        self, on_close: Callable[[UpdateStream], None], client_order_id: str | None = None
+    ) -> None:
+        self.client_order_id = client_order_id
+        """The order this stream follows; None: every order of the strategy."""
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._on_close = on_close
         self._ended = False

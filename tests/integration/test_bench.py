@@ -25,7 +25,12 @@ def test_bench_runs_and_reports_every_measure(tmp_path: Path) -> None:
     report = json.loads(output.read_text())
     assert set(report["latency"]) == {"raw_req_rep", "blocking_submit_ack", "asyncio_submit_ack"}
     assert all(v["count"] == 50 for v in report["latency"].values())
-    assert set(report["throughput_per_second"]) == {"raw_pipelined", "asyncio_pipelined"}
+    assert set(report["throughput_per_second"]) == {
+        "raw_pipelined",
+        "ceiling_pipelined",
+        "asyncio_pipelined",
+    }
+    assert report["codec_us"]["client_floor_per_order"] > 0
     assert report["fan_out"]["lost"] == 0
     assert report["fan_out"]["fills_received"] == 400
     assert report["memory"]["resting_orders"] == 500

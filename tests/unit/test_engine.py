@@ -156,3 +156,26 @@ async def test_dropped_handles_leave_nothing_behind_in_the_port() -> None:
         gc.collect()
         assert port._subscribers.of("o1") == []
         assert port._subscribers._by_order == {}
+
+
+def test_closing_one_stream_leaves_every_other_subscription_alone() -> None:
+    from ports.streams import Subscribers
+
+    class Stream:
+        def __init__(self, client_order_id: str | None) -> None:
+            self.client_order_id = client_order_id
+
+    subscribers: Subscribers[Stream] = Subscribers()
+    every, a1, a2, b = Stream(None), Stream("a"), Stream("a"), Stream("b")
+    for stream in (every, a1, a2, b):
+        subscribers.add(stream)
+    subscribers.discard(a1)
+    assert set(subscribers.of("a")) == {every, a2}
+    subscribers.discard(every)
+    assert subscribers.of("a") == [a2]
+    assert subscribers.of("b") == [b]
+    subscribers.discard(a2)
+    subscribers.discard(a2)  # twice is harmless
+    assert subscribers.of("a") == []
+    assert "a" not in subscribers._by_order
+    assert subscribers.of("b") == [b]

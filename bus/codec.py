@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ports.enums import ErrorReason
 from ports.models import (
@@ -55,6 +54,8 @@ class Sync(_Wire):
 class SyncReply(_Wire):
     """The stream's latest sequence number and the strategy's open orders at that point."""
 
+    session: str = Field(min_length=1, max_length=64)
+    instance: str = Field(min_length=1, max_length=64)
     strategy_id: Identifier
     seq: int = Field(ge=0)
     venue_seq: int = Field(ge=0)
@@ -81,11 +82,15 @@ class ReplayReply(_Wire):
 
 class Heartbeat(_Wire):
     """Published every heartbeat interval: the latest sequence number of every stream, so a
-    subscriber notices a lost last message too."""
+    subscriber notices a lost last message too. ``session`` names the venue's state (its sequence
+    numbers, orders and stored replies): it survives a restart that recovers its journal and changes
+    when the venue starts afresh. ``instance`` changes with every start of the venue process."""
 
+    session: str = Field(min_length=1, max_length=64)
+    instance: str = Field(min_length=1, max_length=64)
     venue_seq: int = Field(ge=0)
     seqs: dict[str, int]
-    venue_time: datetime
+    venue_time: AwareDatetime
 
 
 class MessageType(StrEnum):

@@ -11,7 +11,7 @@ from typing import Self
 
 import zmq
 
-from bus.codec import Replay, ReplayReply, SyncReply, WireError
+from bus.codec import Replay, ReplayReply, WireError
 from bus.session import ClientSession, Incoming
 from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart
 from ports.models import ExecutionReport
@@ -27,10 +27,7 @@ class BlockingMonitor:
 
     def __init__(self, *, command: str, events: str, after_venue_seq: int = 0) -> None:
         self._session = ClientSession(None)
-        baseline = SyncReply(
-            strategy_id="monitor", seq=after_venue_seq, venue_seq=after_venue_seq, open_orders=()
-        )
-        self._session.synced_at(baseline, time.monotonic())
+        self._session.start_after(after_venue_seq)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._dealer = self._context.socket(zmq.DEALER)
         self._sub = self._context.socket(zmq.SUB)

@@ -118,6 +118,12 @@ class ClientSession:
             raise WireError(f"a {envelope.type} reply without a request id")
         return envelope
 
+    def start_after(self, seq: int) -> None:
+        """Deliver what comes after ``seq``, without asking the venue (a monitor that knows
+        where it wants to start)."""
+        self.stream.start(seq)
+        self.synced = True
+
     def synced_at(self, reply: SyncReply, now: float) -> Replay | None:
         """Take a sync answer: the first starts the stream, later ones (reconnects) reveal gaps."""
         seq = reply.venue_seq if self.strategy_id is None else reply.seq

@@ -14,6 +14,7 @@ import contextlib
 import os
 import sys
 import time
+import uuid
 from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Iterable
@@ -107,6 +108,7 @@ class VenueServer:
         *,
         heartbeat_interval: float = 0.5,
         reply_cache_size: int = 200_000,
+        session: str | None = None,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -148,6 +150,8 @@ class VenueServer:
         self.protocol_errors = 0
         self.unroutable_replies = 0
         self.endpoints: Endpoints | None = None
+        self.instance = uuid.uuid4().hex
+        self.session = session or uuid.uuid4().hex
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -305,6 +309,8 @@ class VenueServer:
 
     def _sync(self, request: Sync) -> SyncReply:
         return SyncReply(
+            session=self.session,
+            instance=self.instance,
             strategy_id=request.strategy_id,
             seq=self.engine.stream_seq(request.strategy_id),
             venue_seq=self.engine.venue_seq,
@@ -383,6 +389,8 @@ class VenueServer:
 
     def _heartbeat(self) -> None:
         beat = Heartbeat(
+            session=self.session,
+            instance=self.instance,
             venue_seq=self.engine.venue_seq,
             seqs={s: len(index) for s, index in self._stream_index.items()},
             venue_time=self.clock.now(),

@@ -412,7 +412,9 @@ BAD_INPUTS = [
     ),
     case(
         "heartbeat-as-request",
-        model(lambda s: Heartbeat(venue_seq=0, seqs={}, venue_time=START)),
+        model(
+            lambda s: Heartbeat(session="x", instance="y", venue_seq=0, seqs={}, venue_time=START)
+        ),
         P,
         RID,
         "not a request",

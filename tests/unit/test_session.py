@@ -41,13 +41,19 @@ def reports(count: int) -> list[ExecutionReport]:
 
 def synced(seq: int = 0, strategy_id: str | None = "s1") -> ClientSession:
     session = ClientSession(strategy_id)
-    sync = SyncReply(strategy_id="s1", seq=seq, venue_seq=seq, open_orders=())
+    sync = SyncReply(
+        session="x", instance="y", strategy_id="s1", seq=seq, venue_seq=seq, open_orders=()
+    )
     assert session.synced_at(sync, now=0.0) is None
     return session
 
 
 def heartbeat(seq: int) -> bytes:
-    return encode(Heartbeat(venue_seq=seq, seqs={"s1": seq}, venue_time=datetime.now(UTC)))
+    return encode(
+        Heartbeat(
+            session="x", instance="y", venue_seq=seq, seqs={"s1": seq}, venue_time=datetime.now(UTC)
+        )
+    )
 
 
 def test_in_order_events_are_delivered_once() -> None:
@@ -111,7 +117,10 @@ def test_history_before_the_sync_point_is_not_delivered() -> None:
     session = ClientSession("s1")
     # Events that arrive before the sync answer are covered by it: not delivered twice.
     assert session.event(TOPIC, encode(events[0]), now=0.0).reports == []
-    session.synced_at(SyncReply(strategy_id="s1", seq=2, venue_seq=2, open_orders=()), now=0.0)
+    session.synced_at(
+        SyncReply(session="x", instance="y", strategy_id="s1", seq=2, venue_seq=2, open_orders=()),
+        now=0.0,
+    )
     delivered = []
     for report in events:
         delivered += session.event(TOPIC, encode(report), now=0.0).reports
@@ -123,7 +132,8 @@ def test_a_resync_after_reconnecting_replays_what_was_missed() -> None:
     events = reports(3)
     session.event(TOPIC, encode(events[0]), now=0.0)
     replay = session.synced_at(
-        SyncReply(strategy_id="s1", seq=3, venue_seq=3, open_orders=()), now=5.0
+        SyncReply(session="x", instance="y", strategy_id="s1", seq=3, venue_seq=3, open_orders=()),
+        now=5.0,
     )
     assert replay is not None
     assert (replay.from_seq, replay.to_seq) == (2, 3)
@@ -142,7 +152,15 @@ def test_a_monitor_follows_the_all_events_stream_by_venue_seq() -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"\xc1", encode(SyncReply(strategy_id="s1", seq=1, venue_seq=1, open_orders=()))],
+    [
+        b"",
+        b"\xc1",
+        encode(
+            SyncReply(
+                session="x", instance="y", strategy_id="s1", seq=1, venue_seq=1, open_orders=()
+            )
+        ),
+    ],
 )
 def test_garbage_on_the_event_channel_is_a_wire_error(garbage: bytes) -> None:
     from bus.codec import WireError

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from mock_venue.clock import Clock, ManualClock, WallClock
+from mock_venue.clock import ManualClock, WallClock
 from mock_venue.config import (
     DEFAULT_INSTRUMENTS,
     ImmediateFill,
@@ -27,8 +27,12 @@ from mock_venue.config import (
     VenueConfig,
 )
 from mock_venue.control_client import ControlClient
-from mock_venue.engine import VenueEngine
+from mock_venue.engine import VenueControlError
+from mock_venue.faults import ActiveFault, Fault, load_scenario
+from mock_venue.journal import FsyncPolicy, JournalError
 from mock_venue.server import Endpoints, VenueServer
+
+_T = TypeVar("_T")
 
 DEFAULT_COMMAND = "tcp://127.0.0.1:5555"
 DEFAULT_EVENTS = "tcp://127.0.0.1:5556"
@@ -126,6 +130,23 @@ def main() -> None:
     help="manual: logical time moves only when told over the control endpoint.",
 )
 @click.option("--heartbeat", default=0.5, show_default=True, help="Heartbeat interval, seconds.")
+@click.option(
+    "--journal",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Journal file: written as the venue runs, recovered from if it exists.",
+)
+@click.option(
+    "--fsync",
+    type=click.Choice([p.value for p in FsyncPolicy]),
+    default=FsyncPolicy.INTERVAL.value,
+    show_default=True,
+    help="When the journal is forced to disk (every policy survives a crash of the process).",
+)
+@click.option(
+    "--scenario",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Scenario file (YAML): faults in force from the start (not on a recovery).",
+)
 def serve(
     command_endpoint: str,
     events_endpoint: str,
@@ -135,17 +156,29 @@ def serve(
     seed: int,
     clock: str,
     heartbeat: float,
+    journal: Path | None,
+    fsync: str,
+    scenario: Path | None,
 ) -> None:
     """Run the venue until SIGINT or SIGTERM. Prints one JSON ready line with its endpoints."""
     config = load_config(config_path, instruments)
-    venue_clock: Clock = ManualClock() if clock == "manual" else WallClock()
-    engine = VenueEngine(config, clock=venue_clock, rng=random.Random(seed))
-    server = VenueServer(
-        engine,
-        venue_clock,
-        Endpoints(command_endpoint, events_endpoint, control_endpoint),
-        heartbeat_interval=heartbeat,
-    )
+    try:
+        faults = load_scenario(scenario).faults if scenario is not None else ()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
+    try:
+        server = VenueServer(
+            config,
+            Endpoints(command_endpoint, events_endpoint, control_endpoint),
+            seed=seed,
+            clock=ManualClock() if clock == "manual" else WallClock(),
+            heartbeat_interval=heartbeat,
+            journal=journal,
+            fsync=FsyncPolicy(fsync),
+            scenario=faults,
+        )
+    except (JournalError, OSError) as exc:
+        raise click.ClickException(f"cannot use the journal: {exc}") from None
     try:
         bound = server.bind()
     except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint, ...
@@ -161,7 +194,17 @@ def serve(
         "control": bound.control,
         "instruments": [i.symbol for i in config.instruments],
         "clock": clock,
+        "session": server.session,
+        "journal": None if journal is None else str(journal),
+        "recovered_records": server.recovered_records,
+        "torn_bytes": server.torn_bytes,
     }
+    if server.torn_bytes:
+        click.echo(
+            f"venue: cut a torn last record ({server.torn_bytes} bytes) off {journal}: "
+            "the process had died while writing it, before anything of it was sent",
+            err=True,
+        )
     click.echo(json.dumps(ready), nl=True)
     sys.stdout.flush()
     try:
@@ -205,6 +248,110 @@ def status(control_endpoint: str, timeout: float, as_json: bool) -> None:
         )
     for f in result.faults:
         click.echo(f"  fault #{f.fault_id} {f.fault.kind} fired {f.fired} remaining {f.remaining}")
+
+
+_FAULT = TypeAdapter(Fault)
+
+
+def parse_fault(kind: str, settings: tuple[str, ...]) -> Fault:
+    """``KIND key=value ...`` as a fault; values are read as YAML scalars (3, 0.5, null)."""
+    data: dict[str, Any] = {"kind": kind}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{setting!r}: expected key=value")
+        data[key.replace("-", "_")] = yaml.safe_load(value) if value else None
+    try:
+        return _FAULT.validate_python(data)
+    except ValidationError as exc:
+        raise click.BadParameter(f"invalid fault: {exc}") from None
+
+
+def _control(endpoint: str, timeout: float, call: Callable[[ControlClient], Awaitable[_T]]) -> _T:
+    async def run() -> _T:
+        async with ControlClient(endpoint, timeout=timeout) as control:
+            return await call(control)
+
+    try:
+        return asyncio.run(run())
+    except TimeoutError:
+        raise click.ClickException(f"no venue answered at {endpoint}") from None
+    except VenueControlError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _show_faults(faults: Iterable[ActiveFault]) -> None:
+    shown = False
+    for active in faults:
+        settings = active.fault.model_dump(exclude={"kind"}, exclude_none=True)
+        detail = " ".join(f"{k}={v}" for k, v in settings.items())
+        remaining = "" if active.remaining is None else f" remaining {active.remaining}"
+        click.echo(
+            f"#{active.fault_id} {active.fault.kind} {detail}  fired {active.fired}{remaining}"
+        )
+        shown = True
+    if not shown:
+        click.echo("no faults in force")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("kind", required=False)
+@click.argument("settings", nargs=-1)
+@click.option("--file", "scenario", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Inject every fault of a scenario file instead.")  # fmt: skip
+@click.option("--control", "control_endpoint", default=DEFAULT_CONTROL, show_default=True)
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the venue.")
+def inject(
+    kind: str | None,
+    settings: tuple[str, ...],
+    scenario: Path | None,
+    control_endpoint: str,
+    timeout: float,
+) -> None:
+    """Put a fault in force on a running venue: KIND key=value ...
+
+    \b
+    mock-venue inject drop_replies count=2 strategy_id=s1
+    mock-venue inject throttle max_requests=5 interval=1
+    mock-venue inject fill_before_change client_order_id=o-7
+    mock-venue inject crash
+    mock-venue inject --file scenario.yaml
+
+    Kinds: see docs/faults.md.
+    """
+    if (kind is None) == (scenario is None):
+        raise click.UsageError("give a fault KIND with its settings, or --file")
+    if scenario is not None:
+        try:
+            faults = load_scenario(scenario).faults
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--file") from None
+    else:
+        assert kind is not None
+        faults = (parse_fault(kind, settings),)
+
+    async def put(control: ControlClient) -> list[ActiveFault]:
+        return [await control.inject(fault) for fault in faults]
+
+    _show_faults(_control(control_endpoint, timeout, put))
+
+
+@main.command()
+@click.option("--clear", "clear", is_flag=True, help="Clear faults (all, or --id).")
+@click.option("--id", "fault_id", type=int, help="The fault to clear.")
+@click.option("--control", "control_endpoint", default=DEFAULT_CONTROL, show_default=True)
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the venue.")
+def faults(clear: bool, fault_id: int | None, control_endpoint: str, timeout: float) -> None:
+    """List the faults in force on a running venue (with how often each fired), or clear them."""
+    if fault_id is not None and not clear:
+        raise click.UsageError("--id goes with --clear")
+
+    async def run(control: ControlClient) -> list[ActiveFault]:
+        if clear:
+            await control.clear_faults(fault_id)
+        return await control.active_faults()
+
+    _show_faults(_control(control_endpoint, timeout, run))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,29 @@ class ManualClock:
         self._now += delta
         return self._now
 
+    def advance_to(self, at: datetime) -> None:
+        """Move time forward to ``at`` (no-op if it is not later): a recovered venue resumes its
+        logical time where its journal left it."""
+        self._now = max(self._now, at)
+
 
 class WallClock:
     """Real UTC time, for a venue that runs live."""
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+class PinnedClock:
+    """The time one engine step sees. The venue process pins it from its own clock before every
+    step and writes it to the journal; a recovery pins the journaled times, so the replayed engine
+    sees exactly what the original saw."""
+
+    def __init__(self, at: datetime) -> None:
+        self._at = at
+
+    def pin(self, at: datetime) -> None:
+        self._at = at
+
+    def now(self) -> datetime:
+        return self._at

@@ -91,6 +91,8 @@ class VenueStatus(_Control):
     """What a running venue holds."""
 
     venue_id: str
+    session: str = ""  # the venue's state: kept across a restart that recovers its journal
+    instance: str = ""  # this run of the venue process
     clock: str
     venue_time: str
     venue_seq: int
@@ -100,6 +102,9 @@ class VenueStatus(_Control):
     requests: int
     protocol_errors: int
     unroutable_replies: int = 0  # answers to peers gone meanwhile (kept for their retry)
+    journal: str | None = None
+    journal_records: int = 0  # written by this run
+    recovered_records: int = 0  # replayed from the journal at start
     strategies: tuple[StrategyStatus, ...]
     faults: tuple[ActiveFault, ...]
 

@@ -31,7 +31,7 @@ from mock_venue.control import (
     VenueStatus,
 )
 from mock_venue.engine import VenueControlError
-from mock_venue.faults import ActiveFault, Fault
+from mock_venue.faults import ActiveFault, Crash, Disconnect, Fault
 from ports.models import Rejection
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -99,6 +99,14 @@ class ControlClient:
 
     async def inject(self, fault: Fault) -> ActiveFault:
         return (await self._call(InjectFault(fault=fault), Faults)).faults[0]
+
+    async def disconnect(self) -> None:
+        """Close and rebind the venue's command and event sockets (a ``Disconnect`` fault)."""
+        await self.inject(Disconnect())
+
+    async def crash(self, after: float = 0.1) -> None:
+        """Have the venue process killed ``after`` seconds from now (a ``Crash`` fault)."""
+        await self.inject(Crash(after=after))
 
     async def clear_faults(self, fault_id: int | None = None) -> None:
         await self._call(ClearFaults(fault_id=fault_id), Done)
@@ -168,6 +176,14 @@ class BlockingControlClient:
         """Put a fault in force."""
         return self._run(self._client.inject(fault))
 
+    def disconnect(self) -> None:
+        """Close and rebind the venue's command and event sockets (a ``Disconnect`` fault)."""
+        self._run(self._client.disconnect())
+
+    def crash(self, after: float = 0.1) -> None:
+        """Have the venue process killed ``after`` seconds from now (a ``Crash`` fault)."""
+        self._run(self._client.crash(after))
+
     def clear_faults(self, fault_id: int | None = None) -> None:
         """Remove one fault, or all."""
         self._run(self._client.clear_faults(fault_id))
@@ -188,3 +204,14 @@ class BlockingControlClient:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -33,13 +33,16 @@ from mock_venue.config import (
     VenueConfig,
 )
 from mock_venue.faults import (
+    IMMEDIATE_FAULTS,
     ActiveFault,
     DelayAcks,
     DelayFills,
     DropReplies,
     Fault,
+    FillBeforeChange,
     RejectOrders,
     Throttle,
+    TransportFault,
 )
 from ports.enums import (
     AckAction,
@@ -69,7 +72,7 @@ from ports.models import (
     SubmitOrder,
 )
 
-_F = TypeVar("_F", RejectOrders, Throttle, DelayAcks, DelayFills, DropReplies)
+_F = TypeVar("_F", bound=Fault)
 
 
 class VenueControlError(ValueError):
@@ -232,6 +235,8 @@ class VenueEngine:
             if isinstance(instrument.fill_model, PricePathFill):
                 self._price_rngs[symbol] = random.Random(rng.getrandbits(64))
                 self._schedule(instrument.fill_model.step_interval, self._price_step(symbol))
+        # Drawn after the price paths, so adding it left every seeded price path as it was.
+        self._fault_rng = random.Random(rng.getrandbits(64))
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -298,6 +303,8 @@ class VenueEngine:
 
     def inject(self, fault: Fault) -> ActiveFault:
         """Put ``fault`` in force; returns it with its id."""
+        if isinstance(fault, IMMEDIATE_FAULTS):
+            raise VenueControlError(f"{fault.kind} acts on the venue process, not in the engine")
         self._fault_ids += 1
         remaining = getattr(fault, "count", None)
         active = ActiveFault(fault_id=self._fault_ids, fault=fault, remaining=remaining)
@@ -317,6 +324,20 @@ class VenueEngine:
     def active_faults(self) -> list[ActiveFault]:
         """The faults in force, with how often each fired."""
         return [f.model_copy() for f in self._faults.values()]
+
+    def take_fault(
+        self, kind: type[_F], strategy_id: str, instrument: str | None, client_order_id: str | None
+    ) -> _F | None:
+        """For the venue process's own (transport) faults: the first fault of ``kind`` in force
+        for this event, counting one use of it. Deterministic like the rest: the same calls in the
+        same order give the same answers."""
+        if not issubclass(kind, TransportFault):
+            raise TypeError(f"{kind.__name__} is the engine's to take")
+        return self._take(kind, strategy_id, instrument, client_order_id)
+
+    def fault_in_force(self, kind: type[_F]) -> ActiveFault | None:
+        """The first fault of ``kind`` in force, without using it."""
+        return next((a for a in self._faults.values() if isinstance(a.fault, kind)), None)
 
     def fill(
         self,
@@ -366,7 +387,7 @@ class VenueEngine:
             known = self._orders.get((strategy, request.client_order_id))
             instrument = known.instrument.symbol if known else None
         cl_ord_id = None if isinstance(request, CancelAllOrders) else request.client_order_id
-        retry_after = self._throttled(strategy, instrument)
+        retry_after = self._throttled(strategy, instrument, cl_ord_id)
         if retry_after is not None:
             self._respond(
                 token,
@@ -378,7 +399,7 @@ class VenueEngine:
                 ),
             )
             return
-        if self._take(DropReplies, strategy, instrument):
+        if self._take(DropReplies, strategy, instrument, cl_ord_id):
             token = _DROPPED
         match request:
             case SubmitOrder():
@@ -386,14 +407,16 @@ class VenueEngine:
             case AmendOrder() | CancelOrder():
                 self._change(request, token)
             case CancelAllOrders():
-                delay = self._ack_delay(strategy, instrument)
+                delay = self._ack_delay(strategy, instrument, None)
                 if delay:
                     self._schedule(delay, lambda: self._cancel_all(request, token))
                 else:
                     self._cancel_all(request, token)
 
-    def _ack_delay(self, strategy_id: str, instrument: str | None) -> float:
-        fault = self._take(DelayAcks, strategy_id, instrument)
+    def _ack_delay(
+        self, strategy_id: str, instrument: str | None, client_order_id: str | None
+    ) -> float:
+        fault = self._take(DelayAcks, strategy_id, instrument, client_order_id)
         return fault.delay if fault else 0.0
 
     def _submit(self, request: SubmitOrder, token: Hashable) -> None:
@@ -425,7 +448,7 @@ class VenueEngine:
             submit_waiters=(token,),
         )
         self._orders[key] = order
-        delay = self._ack_delay(request.strategy_id, instrument.symbol)
+        delay = self._ack_delay(request.strategy_id, instrument.symbol, request.client_order_id)
         if delay:
             self._schedule(delay, lambda: self._accept(order))
         else:
@@ -437,7 +460,9 @@ class VenueEngine:
         if problem is None and request.expire_at is not None and request.expire_at <= self._now:
             problem = (ErrorReason.STALE_ORDER, f"expire_at {request.expire_at} has passed")
         if problem is None:
-            fault = self._take(RejectOrders, request.strategy_id, instrument.symbol)
+            fault = self._take(
+                RejectOrders, request.strategy_id, instrument.symbol, request.client_order_id
+            )
             if fault is not None:
                 problem = (fault.reason, fault.message)
         if problem is not None:
@@ -500,6 +525,8 @@ class VenueEngine:
                 "the order is not acknowledged yet",
             )
             return
+        if order.working and order.pending is None:
+            self._race(order, request)
         problem: tuple[ErrorReason, str] | None = None
         if not order.working:
             problem = (ErrorReason.TOO_LATE, f"the order is {order.base.value}")
@@ -512,7 +539,9 @@ class VenueEngine:
             self._reject(token, problem[0], request.client_order_id, problem[1])
             return
         pending = _Pending(request, token)
-        delay = self._ack_delay(request.strategy_id, order.instrument.symbol)
+        delay = self._ack_delay(
+            request.strategy_id, order.instrument.symbol, request.client_order_id
+        )
         if delay:
             order.pending = pending
             self._publish(
@@ -524,6 +553,18 @@ class VenueEngine:
             self._schedule(delay, lambda: self._apply_change(order, pending))
         else:
             self._apply_change(order, pending)
+
+    def _race(self, order: _Order, request: AmendOrder | CancelOrder) -> None:
+        """A FillBeforeChange fault: the fill that lands just before the change does."""
+        race = self._take(
+            FillBeforeChange, request.strategy_id, order.instrument.symbol, request.client_order_id
+        )
+        if race is None:
+            return
+        available = order.leaves_qty - order.inflight_qty
+        qty = available if race.quantity is None else min(race.quantity, available)
+        if qty > 0:
+            self._apply_fill(order, qty, self._natural_price(order))
 
     def _check_amend(self, order: _Order, request: AmendOrder) -> tuple[ErrorReason, str] | None:
         if request.limit_price is not None and order.request.order_type is OrderType.MARKET:
@@ -657,7 +698,10 @@ class VenueEngine:
         return step
 
     def _after_fill_delay(self, order: _Order, action: Callable[[], None]) -> None:
-        delay = self._take(DelayFills, order.request.strategy_id, order.instrument.symbol)
+        terms = order.request
+        delay = self._take(
+            DelayFills, terms.strategy_id, order.instrument.symbol, terms.client_order_id
+        )
         if delay is None:
             action()
         else:
@@ -807,11 +851,17 @@ class VenueEngine:
         ]
         return iter(sorted(orders, key=lambda o: o.number))
 
-    def _take(self, kind: type[_F], strategy_id: str, instrument: str | None) -> _F | None:
-        """The first fault of ``kind`` that applies, counting one use of it."""
+    def _take(
+        self, kind: type[_F], strategy_id: str, instrument: str | None, client_order_id: str | None
+    ) -> _F | None:
+        """The first fault of ``kind`` that applies and fires, counting one use of it."""
         for active in list(self._faults.values()):
             fault = active.fault
-            if not isinstance(fault, kind) or not self._applies(fault, strategy_id, instrument):
+            if not isinstance(fault, kind) or not self._applies(
+                fault, strategy_id, instrument, client_order_id
+            ):
+                continue
+            if fault.probability is not None and self._fault_rng.random() >= fault.probability:
                 continue
             active.fired += 1
             if active.remaining is not None:
@@ -822,15 +872,25 @@ class VenueEngine:
         return None
 
     @staticmethod
-    def _applies(fault: Fault, strategy_id: str, instrument: str | None) -> bool:
-        return fault.strategy_id in (None, strategy_id) and fault.instrument in (None, instrument)
+    def _applies(
+        fault: Fault, strategy_id: str, instrument: str | None, client_order_id: str | None
+    ) -> bool:
+        return (
+            fault.strategy_id in (None, strategy_id)
+            and fault.instrument in (None, instrument)
+            and fault.client_order_id in (None, client_order_id)
+        )
 
-    def _throttled(self, strategy_id: str, instrument: str | None) -> float | None:
+    def _throttled(
+        self, strategy_id: str, instrument: str | None, client_order_id: str | None
+    ) -> float | None:
         """Seconds to wait if a Throttle fault refuses this request, else None (and count it)."""
         windows = []
         for active in self._faults.values():
             fault = active.fault
-            if not isinstance(fault, Throttle) or not self._applies(fault, strategy_id, instrument):
+            if not isinstance(fault, Throttle) or not self._applies(
+                fault, strategy_id, instrument, client_order_id
+            ):
                 continue
             window = self._windows.setdefault((active.fault_id, strategy_id), deque())
             horizon = self._now - timedelta(seconds=fault.interval)

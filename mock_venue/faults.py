@@ -1,14 +1,21 @@
-"""The fault plan: misbehaviour the engine can be told to show, each limited to a strategy and/or
-instrument, for a number of occurrences or until cleared."""
+"""The fault plan: misbehaviour the venue can be told to show. Each fault can be limited to a
+strategy, an instrument and/or one order, fire for a number of occurrences (``count``) and/or with
+a probability drawn from the venue's seeded RNG, and lasts until used up or cleared.
+
+Engine faults act on orders (reject, throttle, delay, drop replies, the fill-before-change race);
+transport faults act on what the venue process publishes (drop, duplicate, reorder, pause);
+``Disconnect`` and ``Crash`` act once, when injected. See docs/faults.md."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ports.enums import ErrorReason
-from ports.models import Identifier
+from ports.models import Identifier, Quantity
 
 MAX_SECONDS = 366 * 86_400.0  # a year of venue time: longer delays are mistakes, and overflow
 
@@ -18,6 +25,14 @@ class _Fault(BaseModel):
 
     strategy_id: Identifier | None = Field(default=None, description="Only this strategy's.")
     instrument: Identifier | None = Field(default=None, description="Only this instrument's.")
+    client_order_id: Identifier | None = Field(default=None, description="Only this order's.")
+    probability: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="Fire on each matching occurrence with this (seeded) probability.",
+    )
 
 
 REJECT_REASONS = frozenset(
@@ -84,9 +99,67 @@ class DropReplies(_Fault):
     count: int = Field(default=1, ge=1)
 
 
-Fault = Annotated[
-    RejectOrders | Throttle | DelayAcks | DelayFills | DropReplies, Field(discriminator="kind")
-]
+class FillBeforeChange(_Fault):
+    """The race: when one of the next ``count`` amends or cancels of a working order arrives, the
+    order is first filled (``quantity``, default all that is left, at its natural price), then the
+    change is taken. A full fill makes the change too late."""
+
+    kind: Literal["fill_before_change"] = "fill_before_change"
+    count: int = Field(default=1, ge=1)
+    quantity: Quantity | None = None
+
+
+class DropEvents(_Fault):
+    """Do not publish the next ``count`` events (they stay available to replay): a lost message."""
+
+    kind: Literal["drop_events"] = "drop_events"
+    count: int = Field(default=1, ge=1)
+
+
+class DuplicateEvents(_Fault):
+    """Publish each of the next ``count`` events twice."""
+
+    kind: Literal["duplicate_events"] = "duplicate_events"
+    count: int = Field(default=1, ge=1)
+
+
+class ReorderEvents(_Fault):
+    """Hold each of the next ``count`` events back and publish it after the event that follows
+    it (or with the next heartbeat)."""
+
+    kind: Literal["reorder_events"] = "reorder_events"
+    count: int = Field(default=1, ge=1)
+
+
+class PausePublishing(_Fault):
+    """Publish nothing, heartbeats included, for ``seconds`` (None: until cleared); what was held
+    back is then published in order. Subscribers see a silent venue."""
+
+    kind: Literal["pause_publishing"] = "pause_publishing"
+    seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
+
+
+class Disconnect(_Fault):
+    """Close the command and event sockets, dropping what they hold, and bind them again on the
+    same endpoints: every client loses its connections at once. Acts when injected."""
+
+    kind: Literal["disconnect"] = "disconnect"
+
+
+class Crash(_Fault):
+    """End the venue process abruptly (SIGKILL) ``after`` seconds, as a killed process would: no
+    shutdown, nothing flushed but what the journal already holds. Acts when injected, and not
+    sooner than 50 ms, so that the answer to the command leaves first."""
+
+    kind: Literal["crash"] = "crash"
+    after: float = Field(default=0.1, ge=0, le=60, allow_inf_nan=False)
+
+
+EngineFault = RejectOrders | Throttle | DelayAcks | DelayFills | DropReplies | FillBeforeChange
+TransportFault = DropEvents | DuplicateEvents | ReorderEvents | PausePublishing
+Fault = Annotated[EngineFault | TransportFault | Disconnect | Crash, Field(discriminator="kind")]
+IMMEDIATE_FAULTS = (Disconnect, Crash)
+"""Faults that act once, when injected, and are never in force."""
 
 
 class ActiveFault(BaseModel):
@@ -98,3 +171,28 @@ class ActiveFault(BaseModel):
     fault: Fault
     fired: int = 0
     remaining: int | None
+
+
+class Scenario(BaseModel):
+    """A scenario file: faults a venue puts in force when it starts (YAML or JSON)::
+
+    faults:
+      - {kind: throttle, max_requests: 50, interval: 1}
+      - {kind: drop_replies, count: 3, probability: 0.1}
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    faults: tuple[Fault, ...] = ()
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read a scenario file. Raises ``ValueError`` saying what is wrong with it."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    try:
+        return Scenario.model_validate(data or {})
+    except ValidationError as exc:
+        raise ValueError(f"invalid scenario {path}: {exc}") from None

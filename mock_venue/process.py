@@ -39,6 +39,8 @@ class VenueProcess:
         transport: str = "tcp",
         heartbeat: float = 0.5,
         start_timeout: float = 30.0,
+        journal: Path | None = None,
+        scenario: Path | None = None,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         if transport not in ("tcp", "ipc"):
@@ -49,7 +51,10 @@ class VenueProcess:
         self.transport = transport
         self.heartbeat = heartbeat
         self.start_timeout = start_timeout
+        self.journal = journal
+        self.scenario = scenario
         self.extra_args = extra_args
+        self.ready: dict[str, object] = {}
         self.process: subprocess.Popen[str] | None = None
         self.endpoints: Endpoints | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -65,11 +70,35 @@ class VenueProcess:
     def start(self) -> Endpoints:
         """Start the process and wait for its ready line."""
         self._tmp = tempfile.TemporaryDirectory(prefix="orderbus-venue-")
+        wanted = Endpoints(*(self._endpoint(n) for n in ("command", "events", "control")))
+        return self._launch(wanted)
+
+    def restart(self) -> Endpoints:
+        """Start the venue again on the endpoints it had (after it crashed or was killed, or
+        after ``wait_exit``); with a journal, it recovers from it."""
+        if self.endpoints is None or self._tmp is None:
+            raise VenueProcessError("the venue was never started")
+        if self.process is not None and self.process.poll() is None:
+            raise VenueProcessError("the venue is still running")
+        self._close_pipes()
+        return self._launch(self.endpoints)
+
+    def wait_exit(self, timeout: float = 10.0) -> int:
+        """Wait for the process to end by itself (a Crash fault); returns its exit code."""
+        if self.process is None:
+            raise VenueProcessError("the venue is not running")
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise VenueProcessError(f"venue still running after {timeout} s") from None
+
+    def _launch(self, wanted: Endpoints) -> Endpoints:
+        assert self._tmp is not None
         command = [
             sys.executable, "-m", "mock_venue.cli", "serve",
-            "--command", self._endpoint("command"),
-            "--events", self._endpoint("events"),
-            "--control", self._endpoint("control"),
+            "--command", wanted.command,
+            "--events", wanted.events,
+            "--control", wanted.control,
             "--seed", str(self.seed),
             "--clock", self.clock,
             "--heartbeat", str(self.heartbeat),
@@ -79,6 +108,10 @@ class VenueProcess:
             path = Path(self._tmp.name) / "venue.yaml"
             path.write_text(yaml.safe_dump(self.config.model_dump(mode="json")))
             command += ["--config", str(path)]
+        if self.journal is not None:
+            command += ["--journal", str(self.journal)]
+        if self.scenario is not None:
+            command += ["--scenario", str(self.scenario)]
         self.process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
@@ -97,6 +130,7 @@ class VenueProcess:
         try:
             ready = json.loads(line)
             self.endpoints = Endpoints(ready["command"], ready["events"], ready["control"])
+            self.ready = ready
         except (ValueError, KeyError):
             self.stop()
             raise VenueProcessError(
@@ -138,16 +172,24 @@ class VenueProcess:
                     process.wait()
                     raise VenueProcessError(f"venue did not stop within {timeout} s") from None
                 finally:
-                    if self._collector is not None:
-                        self._collector.join(timeout)  # EOF once the process has exited
-                    for pipe in (process.stdout, process.stderr):
-                        if pipe is not None:
-                            pipe.close()
+                    self._close_pipes(process, timeout)
         finally:
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
         return code
+
+    def _close_pipes(
+        self, process: subprocess.Popen[str] | None = None, timeout: float = 10.0
+    ) -> None:
+        process = process or self.process
+        if self._collector is not None:
+            self._collector.join(timeout)  # EOF once the process has exited
+            self._collector = None
+        if process is not None:
+            for pipe in (process.stdout, process.stderr):
+                if pipe is not None:
+                    pipe.close()
 
     def kill(self) -> None:
         """End the process abruptly, as a crash would."""

@@ -6,20 +6,29 @@
 
 Every request is idempotent by (client id, request id): the reply to a state-changing request is
 kept and sent again for a retry, which is never executed twice.
+
+With a journal (mock_venue/journal.py) every engine step is written down, with the time the engine
+saw and the frames it produced, before any of those frames leaves; a venue restarted on the
+journal replays it and carries on with the same orders, sequence numbers and stored replies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
+import signal
 import sys
 import time
 import uuid
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import zmq
 from pydantic import BaseModel
@@ -40,7 +49,8 @@ from bus.codec import (
     strategy_topic,
 )
 from bus.sockets import readable
-from mock_venue.clock import Clock, ManualClock
+from mock_venue.clock import Clock, ManualClock, PinnedClock, WallClock
+from mock_venue.config import VenueConfig
 from mock_venue.control import (
     CONTROL_MODELS,
     CONTROL_TYPES,
@@ -58,6 +68,19 @@ from mock_venue.control import (
     VenueStatus,
 )
 from mock_venue.engine import Output, Publish, VenueControlError, VenueEngine
+from mock_venue.faults import (
+    ActiveFault,
+    Crash,
+    Disconnect,
+    DropEvents,
+    DuplicateEvents,
+    Fault,
+    PausePublishing,
+    ReorderEvents,
+    TransportFault,
+)
+from mock_venue.journal import FsyncPolicy, Journal, JournalError, Recovered
+from mock_venue.journal import read as journal_read
 from ports.enums import ErrorReason
 from ports.models import (
     Acknowledgement,
@@ -97,47 +120,60 @@ class _Route:
     req_peer: bool  # a REQ socket: its replies need the empty delimiter frame
 
 
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """One encoded execution report, with what transport faults target it by."""
+
+    strategy_id: str
+    instrument: str
+    client_order_id: str
+    frame: bytes
+
+
+_Reply = tuple[_Route | None, bytes]  # where an answer goes (None: nobody waits), and the answer
+
+
 class VenueServer:
-    """Serves one engine on three sockets. ``bind()``, then ``serve()`` until ``stop()``."""
+    """Serves one engine on three sockets. ``bind()``, then ``serve()`` until ``stop()``.
+
+    ``journal``: a file to write every engine step to, and to recover from when it exists already
+    (``config`` and ``seed`` must be those it was written with). ``scenario``: faults put in
+    force when the venue starts afresh (a recovered venue has its faults from the journal).
+    """
 
     def __init__(
         self,
-        engine: VenueEngine,
-        clock: Clock,
+        config: VenueConfig,
         endpoints: Endpoints,
         *,
+        seed: int = 0,
+        clock: Clock | None = None,
         heartbeat_interval: float = 0.5,
         reply_cache_size: int = 200_000,
-        session: str | None = None,
+        journal: Path | None = None,
+        fsync: FsyncPolicy = FsyncPolicy.INTERVAL,
+        scenario: Sequence[Fault] = (),
     ) -> None:
-        self.engine = engine
-        self.clock = clock
+        self.clock: Clock = clock if clock is not None else WallClock()
+        recovered = journal_read(journal) if journal is not None and journal.exists() else None
+        # A recovered engine starts at the time the original did: it must see what that one saw.
+        start = self.clock.now() if recovered is None else recovered.header["start"]
+        self._pinned = PinnedClock(start)
+        self.engine = VenueEngine(config, clock=self._pinned, rng=random.Random(seed))
         self._wanted = endpoints
         self._heartbeat_interval = heartbeat_interval
         self._reply_cache_size = reply_cache_size
         self._context = zmq.Context()
-        self._command = self._context.socket(zmq.ROUTER)
-        self._events = self._context.socket(zmq.PUB)
+        self._command, self._events = self._command_socket(), self._events_socket()
         self._control = self._context.socket(zmq.ROUTER)
-        for router in (self._command, self._control):
-            # An unroutable reply raises instead of vanishing; the reply stays cached for a retry.
-            router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            # Oversized garbage disconnects the peer before it costs memory; up to this size we
-            # read the frame and answer it with a typed error.
-            router.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_FRAME_BYTES)
-            router.setsockopt(zmq.RCVHWM, 100_000)
-            router.setsockopt(zmq.SNDHWM, 100_000)
-        # Loss at the PUB high-water mark is recovered by replay, but should be rare.
-        self._events.setsockopt(zmq.SNDHWM, 1_000_000)
-        for socket in (self._command, self._events, self._control):
-            socket.setsockopt(zmq.LINGER, 2000)  # flush replies on shutdown, never hang
-        # No ZMTP heartbeats (HEARTBEAT_IVL): with them, libzmq 4.3.5 can abort the whole process
-        # (assertion in stream_engine_base.cpp) when peers vanish mid-burst. Liveness is the
-        # venue's own heartbeat on the event channel.
+        self._configure_router(self._control)
+        self._control.setsockopt(zmq.LINGER, 2000)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        self._poller = zmq.Poller()
         self._stopping = False
-        self._routes: dict[Hashable, _Route] = {}
+        self._crash_at: float | None = None
+        self._routes: dict[Hashable, _Route | None] = {}
         self._uncached: set[Hashable] = set()
         # A submit's reply is kept as (strategy, client order id): the engine holds the result
         # itself, so a retry re-encodes it (byte for byte the same) instead of a stored copy.
@@ -146,12 +182,61 @@ class VenueServer:
         self._frames: list[bytes] = []  # every published event, by venue_seq - 1
         self._stream_index: dict[str, array[int]] = {}  # strategy -> venue_seq of its events
         self._clients: set[str] = set()
+        self._held: list[_Event] = []  # events a PausePublishing fault holds back
+        self._reordered: list[_Event] = []  # events a ReorderEvents fault sends late
+        self._pause_until: dict[int, float] = {}
         self.requests = 0
         self.protocol_errors = 0
         self.unroutable_replies = 0
         self.endpoints: Endpoints | None = None
         self.instance = uuid.uuid4().hex
-        self.session = session or uuid.uuid4().hex
+        self.session = uuid.uuid4().hex
+        self._journal: Journal | None = None
+        self._replaying: list[bytes] | None = None  # a recovery's expected frames, else None
+        self.recovered_records = 0
+        self.torn_bytes = 0
+        if recovered is not None:
+            assert journal is not None
+            self._recover(journal, recovered, config, seed, fsync)
+            return
+        if journal is not None:
+            header = {
+                "session": self.session,
+                "start": start,
+                "seed": seed,
+                "config": _config_dump(config),
+            }
+            self._journal = Journal.create(journal, header, fsync)
+        for fault in scenario:
+            self._control_command(InjectFault(fault=fault))
+
+    # --- sockets ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _configure_router(router: zmq.Socket[bytes]) -> None:
+        # An unroutable reply raises instead of vanishing; the reply stays cached for a retry.
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Oversized garbage disconnects the peer before it costs memory; up to this size we
+        # read the frame and answer it with a typed error.
+        router.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_FRAME_BYTES)
+        router.setsockopt(zmq.RCVHWM, 100_000)
+        router.setsockopt(zmq.SNDHWM, 100_000)
+        # No ZMTP heartbeats (HEARTBEAT_IVL): with them, libzmq 4.3.5 can abort the whole process
+        # (assertion in stream_engine_base.cpp) when peers vanish mid-burst. Liveness is the
+        # venue's own heartbeat on the event channel.
+
+    def _command_socket(self) -> zmq.Socket[bytes]:
+        socket = self._context.socket(zmq.ROUTER)
+        self._configure_router(socket)
+        socket.setsockopt(zmq.LINGER, 2000)  # flush replies on shutdown, never hang
+        return socket
+
+    def _events_socket(self) -> zmq.Socket[bytes]:
+        socket = self._context.socket(zmq.PUB)
+        # Loss at the PUB high-water mark is recovered by replay, but should be rare.
+        socket.setsockopt(zmq.SNDHWM, 1_000_000)
+        socket.setsockopt(zmq.LINGER, 2000)
+        return socket
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -180,20 +265,22 @@ class VenueServer:
         self._context.term()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self._journal is not None:
+            self._journal.close()
 
     def serve(self) -> None:
         """Run the poll loop until ``stop()``; then answer what already arrived and return."""
-        poller = zmq.Poller()
-        poller.register(self._command, zmq.POLLIN)
-        poller.register(self._control, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        for socket in (self._command, self._control, self._wake_r):
+            self._poller.register(socket, zmq.POLLIN)
         next_heartbeat = time.monotonic()
         while not self._stopping:
             now = time.monotonic()
+            if self._crash_at is not None and now >= self._crash_at:
+                os.kill(os.getpid(), signal.SIGKILL)  # a Crash fault: as abrupt as it gets
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + self._heartbeat_interval
-            ready = dict(poller.poll(self._poll_timeout_ms(next_heartbeat - now)))
+            ready = dict(self._poller.poll(self._poll_timeout_ms(next_heartbeat - now)))
             if self._command in ready:
                 self._drain(self._command, self._serve_command)
             if self._control in ready:
@@ -201,12 +288,15 @@ class VenueServer:
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
             if not isinstance(self.clock, ManualClock):
-                self._dispatch(self.engine.advance())
+                self._advance()
+            if self._journal is not None:
+                self._journal.tick()
         # Requests that arrived before the stop still get their answer; a peer that keeps
         # sending cannot hold the shutdown up for more than a moment.
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline and self._command.poll(0):
             self._drain(self._command, self._serve_command)
+        self._release_held(force=True)
         self._heartbeat()
 
     def _poll_timeout_ms(self, until_heartbeat: float) -> int:
@@ -214,6 +304,10 @@ class VenueServer:
         due = self.engine.next_timer_at()
         if due is not None and not isinstance(self.clock, ManualClock):
             wait = min(wait, (due - self.clock.now()).total_seconds())
+        if self._crash_at is not None:
+            wait = min(wait, max(self._crash_at - time.monotonic(), 0.001))
+        if self._pause_until:
+            wait = min(wait, min(self._pause_until.values()) - time.monotonic())
         return max(0, int(wait * 1000) + 1)
 
     def _drain(
@@ -229,6 +323,94 @@ class VenueServer:
             frames = socket.recv_multipart(zmq.NOBLOCK)
             serve(frames)
             count += 1
+
+    def _rebind(self) -> None:
+        """A Disconnect fault: new command and event sockets on the same endpoints. What the old
+        ones held is dropped, and every peer sees its connection go."""
+        assert self.endpoints is not None
+        self._poller.unregister(self._command)
+        for socket in (self._command, self._events):
+            socket.close(linger=0)
+        self._command, self._events = self._command_socket(), self._events_socket()
+        for socket, endpoint in (
+            (self._command, self.endpoints.command),
+            (self._events, self.endpoints.events),
+        ):
+            deadline = time.monotonic() + 5.0
+            while True:
+                try:
+                    socket.bind(endpoint)
+                    break
+                except zmq.ZMQError:  # the old socket lets go of the port asynchronously
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+        self._poller.register(self._command, zmq.POLLIN)
+
+    # --- engine steps: each one pinned in time, journaled, then sent ----------------------------
+
+    def _step_time(self) -> datetime:
+        if self._replaying is None:
+            self._pinned.pin(self.clock.now())
+        return self._pinned.now()
+
+    def _advance(self, *, always: bool = False) -> None:
+        """Run the engine's timers that are due (journaled only if one was, or ``always``)."""
+        at = self._step_time()
+        due = self.engine.next_timer_at()
+        if not always and (due is None or due > at):
+            return
+        events, replies = self._collect(self.engine.advance())
+        self._record({"k": "a", "t": at}, events, replies)
+        self._emit(events, replies)
+
+    def _record(self, record: dict[str, Any], events: list[_Event], replies: list[_Reply]) -> None:
+        """Write one step to the journal before anything of it leaves; in a recovery, check the
+        step produced exactly what the journal says it did."""
+        out = [e.frame for e in events] + [frame for _, frame in replies]
+        if self._replaying is not None:
+            if out != self._replaying:
+                raise JournalError(
+                    f"recovery diverged at record {self.recovered_records + 1}: the engine "
+                    "produced other frames than the journal holds"
+                )
+        elif self._journal is not None:
+            self._journal.append({**record, "out": out})
+
+    def _recover(
+        self, path: Path, recovered: Recovered, config: VenueConfig, seed: int, fsync: FsyncPolicy
+    ) -> None:
+        header = recovered.header
+        if header.get("seed") != seed or header.get("config") != _config_dump(config):
+            raise JournalError(
+                f"{path} was written by a venue with another config or seed; start with the "
+                "same ones, or with a new journal"
+            )
+        self.session = header["session"]
+        self.torn_bytes = recovered.torn_bytes
+        last = None
+        for record in recovered.records:
+            self._replaying = record.get("out", [])
+            last = record["t"]
+            self._pinned.pin(last)
+            match record["k"]:
+                case "a":
+                    self._advance(always=True)
+                case "r":
+                    body = decode(record["b"], max_bytes=None).body
+                    self._execute((record["c"], record["id"]), body, record["b"])
+                case "c":
+                    self._control_command(decode(record["b"], models=CONTROL_MODELS).body)
+                case "f":
+                    kind = _TRANSPORT_FAULTS[record["kind"]]
+                    self.engine.take_fault(kind, record["s"], record["i"], record["o"])
+                case other:
+                    raise JournalError(f"{path}: unknown record kind {other!r}")
+            self.recovered_records += 1
+        self._replaying = None
+        if last is not None and isinstance(self.clock, ManualClock):
+            self.clock.advance_to(last)
+        self._journal = Journal.reopen(path, fsync)
 
     # --- command channel ----------------------------------------------------------------------
 
@@ -261,34 +443,45 @@ class VenueServer:
             self._refuse(self._command, route, WireError("a request needs an 'id'"))
             return
         client = envelope.client_id or "peer:" + route.identity.hex()
-        self._clients.add(client)
         key = (client, envelope.request_id)
         cached = self._replies.get(key)
         if cached is not None:  # a retry: the stored answer, the work is not done again
             self._send(self._command, route, self._stored_reply(key, cached))
             return
-        known = key in self._routes
-        self._routes[key] = route  # answer the latest connection of this client
-        if known:
-            return  # still being worked on (a delayed ack): one answer, when it is ready
+        if key in self._routes:  # still being worked on (a delayed ack): one answer, when ready
+            self._routes[key] = route  # to the latest connection of this client
+            return
         request = envelope.body
         if isinstance(request, _ENGINE_REQUESTS):
-            if isinstance(request, _QUERIES):
-                self._uncached.add(key)
-            elif isinstance(request, SubmitOrder):
-                self._submits[key] = (request.strategy_id, request.client_order_id)
-            self._dispatch(self.engine.handle(request, key))
+            self._advance()  # timers due run first, as their own journaled step
+            self._execute(key, request, body, route)
         elif isinstance(request, Sync):
-            self._answer(key, self._sync(request), cache=False)
+            self._clients.add(client)
+            self._send(self._command, route, encode(self._sync(request), request_id=key[1]))
         elif isinstance(request, Replay):
-            self._answer(key, self._replay(request), cache=False)
+            self._send(self._command, route, encode(self._replay(request), request_id=key[1]))
         else:
-            del self._routes[key]
             self._refuse(
                 self._command,
                 route,
                 WireError(f"{envelope.type} is not a request", request_id=envelope.request_id),
             )
+
+    def _execute(
+        self, key: tuple[str, int], request: BaseModel, frame: bytes, route: _Route | None = None
+    ) -> None:
+        """One request through the engine: the same code live and in a recovery."""
+        at = self._step_time()
+        self._clients.add(key[0])
+        self._routes[key] = route
+        if isinstance(request, _QUERIES):
+            self._uncached.add(key)
+        elif isinstance(request, SubmitOrder):
+            self._submits[key] = (request.strategy_id, request.client_order_id)
+        assert isinstance(request, _ENGINE_REQUESTS)
+        events, replies = self._collect(self.engine.handle(request, key))
+        self._record({"k": "r", "t": at, "c": key[0], "id": key[1], "b": frame}, events, replies)
+        self._emit(events, replies)
 
     def _split(self, frames: list[bytes]) -> tuple[_Route | None, bytes]:
         if len(frames) == 2:
@@ -327,26 +520,31 @@ class VenueServer:
             events = tuple(self._frames[v - 1] for v in index[request.from_seq - 1 : last])
         return ReplayReply(strategy_id=request.strategy_id, events=events)
 
-    def _dispatch(self, outputs: Iterable[Output]) -> None:
-        # Replies first: the requester is waiting on them, and nothing orders a reply against the
-        # events on the other socket anyway. Events keep their own order.
-        events = []
+    # --- outputs ------------------------------------------------------------------------------
+
+    def _collect(self, outputs: Iterable[Output]) -> tuple[list[_Event], list[_Reply]]:
+        """Encode what the engine produced and keep it (events for replay, replies for retries);
+        return what is to be sent."""
+        events: list[_Event] = []
+        replies: list[_Reply] = []
         for output in outputs:
             if isinstance(output, Publish):
-                events.append(output.report)
+                report = output.report
+                frame = encode(report)
+                self._frames.append(frame)
+                index = self._stream_index.setdefault(report.strategy_id, array("Q"))
+                index.append(report.venue_seq)
+                events.append(
+                    _Event(report.strategy_id, report.instrument, report.client_order_id, frame)
+                )
             else:
                 key = output.token
                 cache = key not in self._uncached
                 self._uncached.discard(key)
-                self._answer(key, output.result, cache=cache)
-        for report in events:
-            frame = encode(report)
-            self._frames.append(frame)
-            self._stream_index.setdefault(report.strategy_id, array("Q")).append(report.venue_seq)
-            self._events.send(strategy_topic(report.strategy_id), zmq.SNDMORE)
-            self._events.send(frame)
+                replies.append(self._answer(key, output.result, cache=cache))
+        return events, replies
 
-    def _answer(self, key: Hashable, result: BaseModel, *, cache: bool) -> None:
+    def _answer(self, key: Hashable, result: BaseModel, *, cache: bool) -> _Reply:
         assert isinstance(key, tuple)
         frame = encode(result, request_id=key[1])
         order = self._submits.pop(key, None)
@@ -363,9 +561,76 @@ class VenueServer:
                 self._replies[key] = frame
             if len(self._replies) > self._reply_cache_size:
                 self._replies.popitem(last=False)
-        route = self._routes.pop(key, None)
-        if route is not None:
-            self._send(self._command, route, frame)
+        return self._routes.pop(key, None), frame
+
+    def _emit(self, events: list[_Event], replies: list[_Reply]) -> None:
+        """Send a step's replies, then publish its events (unless recovering)."""
+        if self._replaying is not None:
+            return
+        # Replies first: the requester is waiting on them, and nothing orders a reply against the
+        # events on the other socket anyway. Events keep their own order.
+        for route, frame in replies:
+            if route is not None:
+                self._send(self._command, route, frame)
+        if self._paused():
+            self._held += events
+            return
+        self._release_held()
+        for event in events:
+            self._publish_with_faults(event)
+
+    def _publish_with_faults(self, event: _Event) -> None:
+        if self._take(DropEvents, event):
+            return
+        if self._take(ReorderEvents, event):
+            self._reordered.append(event)
+            return
+        self._publish(event.strategy_id, event.frame)
+        if self._take(DuplicateEvents, event):
+            self._publish(event.strategy_id, event.frame)
+        late, self._reordered = self._reordered, []
+        for held in late:
+            self._publish(held.strategy_id, held.frame)
+
+    def _take(self, kind: type[TransportFault], event: _Event) -> bool:
+        """Does a transport fault of ``kind`` fire for this event? Journaled when one could."""
+        if self.engine.fault_in_force(kind) is None:
+            return False
+        at = self._pinned.now()
+        args = (event.strategy_id, event.instrument, event.client_order_id)
+        fired = self.engine.take_fault(kind, *args) is not None
+        if self._journal is not None:
+            self._journal.append(
+                {"k": "f", "t": at, "kind": kind.__name__, "s": args[0], "i": args[1], "o": args[2]}
+            )
+        return fired
+
+    def _publish(self, strategy_id: str, frame: bytes) -> None:
+        self._events.send(strategy_topic(strategy_id), zmq.SNDMORE)
+        self._events.send(frame)
+
+    def _paused(self) -> bool:
+        """A PausePublishing fault holds events back; once its time is up it is cleared."""
+        active = self.engine.fault_in_force(PausePublishing)
+        if active is None:
+            self._pause_until.clear()
+            return False
+        seconds = active.fault.seconds if isinstance(active.fault, PausePublishing) else None
+        if seconds is None:
+            return True
+        until = self._pause_until.setdefault(active.fault_id, time.monotonic() + seconds)
+        if time.monotonic() < until:
+            return True
+        del self._pause_until[active.fault_id]
+        self._control_command(ClearFaults(fault_id=active.fault_id))
+        return self._paused()
+
+    def _release_held(self, *, force: bool = False) -> None:
+        if not self._held or (self._paused() and not force):
+            return
+        held, self._held = self._held, []
+        for event in held:
+            self._publish_with_faults(event)
 
     def _stored_reply(self, key: Hashable, stored: bytes | tuple[str, str]) -> bytes:
         if isinstance(stored, bytes):
@@ -388,6 +653,12 @@ class VenueServer:
             self.unroutable_replies += 1
 
     def _heartbeat(self) -> None:
+        if self._paused():
+            return
+        self._release_held()
+        late, self._reordered = self._reordered, []
+        for held in late:
+            self._publish(held.strategy_id, held.frame)
         beat = Heartbeat(
             session=self.session,
             instance=self.instance,
@@ -412,7 +683,7 @@ class VenueServer:
         route = _Route(frames[0], False)
         try:
             envelope = decode(frames[1], models=CONTROL_MODELS)
-            result = self._control_command(envelope.body)
+            result = self._control_command(envelope.body, frames[1])
         except WireError as error:
             self._refuse(self._control, route, error)
             return
@@ -421,42 +692,57 @@ class VenueServer:
         frame = encode(result, request_id=envelope.request_id, types=CONTROL_TYPES)
         self._send(self._control, route, frame)
 
-    def _control_command(self, command: BaseModel) -> BaseModel:
+    def _control_command(self, command: BaseModel, frame: bytes | None = None) -> BaseModel:
+        """Carry out a control command. Those that change the engine are journaled (``frame``:
+        the command as it came, else it is encoded here)."""
         engine = self.engine
         match command:
+            case InjectFault(fault=Disconnect() | Crash() as fault):
+                # Acts now, once, and is never in force: reported as used up (id 0).
+                if isinstance(fault, Crash):
+                    # Not before CRASH_GRACE: the answer to this command leaves first.
+                    self._crash_at = time.monotonic() + max(fault.after, CRASH_GRACE)
+                else:
+                    self._rebind()
+                return Faults(faults=(ActiveFault(fault_id=0, fault=fault, fired=1, remaining=0),))
+            case GetStatus():
+                return self.status()
+            case ListFaults():
+                return Faults(faults=tuple(engine.active_faults()))
             case Advance():
                 if not isinstance(self.clock, ManualClock):
                     raise TypeError("this venue runs on real time: there is no clock to advance")
                 self.clock.advance(command.seconds)
-                self._dispatch(engine.advance())
+                self._advance(always=True)
+                return Done()
+        if not isinstance(command, _ENGINE_CONTROLS):
+            raise TypeError(f"{type(command).__name__} is not a control command")
+        if self._replaying is None:
+            self._advance()  # timers due run first, as their own journaled step
+        at = self._step_time()
+        result: BaseModel = Done()
+        outputs: list[Output] = []
+        match command:
             case FillOrder():
-                self._dispatch(
-                    engine.fill(
-                        command.strategy_id,
-                        command.client_order_id,
-                        command.quantity,
-                        command.price,
-                    )
+                outputs = engine.fill(
+                    command.strategy_id, command.client_order_id, command.quantity, command.price
                 )
             case CancelUnsolicited():
-                self._dispatch(
-                    engine.cancel_unsolicited(command.strategy_id, command.client_order_id)
-                )
+                outputs = engine.cancel_unsolicited(command.strategy_id, command.client_order_id)
             case Restate():
-                self._dispatch(
-                    engine.restate(command.strategy_id, command.client_order_id, command.quantity)
+                outputs = engine.restate(
+                    command.strategy_id, command.client_order_id, command.quantity
                 )
             case InjectFault():
-                return Faults(faults=(engine.inject(command.fault),))
+                result = Faults(faults=(engine.inject(command.fault),))
             case ClearFaults():
                 engine.clear_faults(command.fault_id)
-            case ListFaults():
-                return Faults(faults=tuple(engine.active_faults()))
-            case GetStatus():
-                return self.status()
-            case _:
-                raise TypeError(f"{type(command).__name__} is not a control command")
-        return Done()
+        events, replies = self._collect(outputs)
+        if frame is None:
+            frame = encode(command, types=CONTROL_TYPES)
+        self._record({"k": "c", "t": at, "b": frame}, events, replies)
+        self._emit(events, replies)
+        return result
 
     def status(self) -> VenueStatus:
         """What the venue holds now."""
@@ -468,6 +754,8 @@ class VenueServer:
             filled[order.strategy_id] = filled.get(order.strategy_id, Decimal(0)) + order.cum_qty
         return VenueStatus(
             venue_id=self.engine.config.venue_id,
+            session=self.session,
+            instance=self.instance,
             clock=type(self.clock).__name__,
             venue_time=self.clock.now().isoformat(),
             venue_seq=self.engine.venue_seq,
@@ -477,6 +765,9 @@ class VenueServer:
             requests=self.requests,
             protocol_errors=self.protocol_errors,
             unroutable_replies=self.unroutable_replies,
+            journal=None if self._journal is None else str(self._journal.path),
+            journal_records=0 if self._journal is None else self._journal.records,
+            recovered_records=self.recovered_records,
             strategies=tuple(
                 StrategyStatus(
                     strategy_id=s,
@@ -489,3 +780,16 @@ class VenueServer:
             ),
             faults=tuple(self.engine.active_faults()),
         )
+
+
+def _config_dump(config: VenueConfig) -> dict[str, Any]:
+    dumped: dict[str, Any] = config.model_dump(mode="json")
+    return dumped
+
+
+CRASH_GRACE = 0.05  # seconds for the answer to a Crash command to leave the process
+
+_ENGINE_CONTROLS = (FillOrder, CancelUnsolicited, Restate, InjectFault, ClearFaults)
+_TRANSPORT_FAULTS: dict[str, type[TransportFault]] = {
+    kind.__name__: kind for kind in (DropEvents, DuplicateEvents, ReorderEvents, PausePublishing)
+}

@@ -4,7 +4,7 @@ Installed with orderbus (entry point ``pytest11``); nothing to configure. Fixtur
 
 - ``mock_venue``: a venue process on free loopback ports, on a manual clock (``VenueProcess``);
   stopped after the test, pass or fail. Override ``mock_venue_config`` / ``mock_venue_clock`` /
-  ``mock_venue_seed`` in your conftest to change what it trades and how.
+  ``mock_venue_seed`` / ``mock_venue_journal`` in your conftest to change what it trades and how.
 - ``venue_control`` (async) / ``blocking_venue_control``: scripted fills, logical time, faults.
 - ``order_port`` (async, ``ZmqOrderExecutionPort``) / ``blocking_order_port``: an open port for
   ``strategy_id`` (override the ``strategy_id`` fixture to rename it).
@@ -13,6 +13,7 @@ Installed with orderbus (entry point ``pytest11``); nothing to configure. Fixtur
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -45,6 +46,14 @@ def mock_venue_seed() -> int:
 
 
 @pytest.fixture
+def mock_venue_journal() -> Path | None:
+    """The venue's journal file (None: no journal). Override with a path (e.g. under
+    ``tmp_path``) to test a crash: ``crash()``, ``mock_venue.wait_exit()``,
+    ``mock_venue.restart()`` and the venue comes back with everything."""
+    return None
+
+
+@pytest.fixture
 def strategy_id() -> str:
     """The strategy the ``order_port`` fixtures trade for."""
     return "test-strategy"
@@ -52,10 +61,18 @@ def strategy_id() -> str:
 
 @pytest.fixture
 def mock_venue(
-    mock_venue_config: VenueConfig, mock_venue_clock: str, mock_venue_seed: int
+    mock_venue_config: VenueConfig,
+    mock_venue_clock: str,
+    mock_venue_seed: int,
+    mock_venue_journal: Path | None,
 ) -> Iterator[VenueProcess]:
     """A venue process for this test; its endpoints are ``mock_venue.endpoints``."""
-    process = VenueProcess(mock_venue_config, seed=mock_venue_seed, clock=mock_venue_clock)
+    process = VenueProcess(
+        mock_venue_config,
+        seed=mock_venue_seed,
+        clock=mock_venue_clock,
+        journal=mock_venue_journal,
+    )
     process.start()
     try:
         yield process

@@ -11,7 +11,7 @@ from typing import Self
 
 import zmq
 
-from bus.codec import Replay, ReplayReply, WireError
+from bus.codec import Replay, ReplayReply, Sync, SyncReply, WireError
 from bus.session import ClientSession, Incoming
 from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart
 from ports.models import ExecutionReport
@@ -53,7 +53,10 @@ class BlockingMonitor:
         """Wait up to ``timeout`` seconds and file what arrived; False if nothing did."""
         ms = None if timeout is None else int(timeout * 1000)
         if not self._poller.poll(ms):
-            self._ask(self._session.poll(time.monotonic()))
+            due = self._session.poll(time.monotonic())
+            if due.sync:  # another venue process: where does its stream stand?
+                self._ask(self._session.sync_request())
+            self._ask(due.replay)
             return False
         now = time.monotonic()
         while (frames := recv_multipart(self._sub)) is not None:
@@ -69,16 +72,18 @@ class BlockingMonitor:
                 continue
             if isinstance(envelope.body, ReplayReply):
                 self._take(self._session.replayed(envelope.body, now))
+            elif isinstance(envelope.body, SyncReply):
+                self._ask(self._session.synced_at(envelope.body, now).replay)
         return True
 
     def _take(self, incoming: Incoming) -> None:
         self._ready += incoming.reports
         self._ask(incoming.replay)
 
-    def _ask(self, replay: Replay | None) -> None:
-        if replay is not None:
+    def _ask(self, body: Replay | Sync | None) -> None:
+        if body is not None:
             with contextlib.suppress(zmq.Again):  # not connected yet: asked again on a heartbeat
-                self._dealer.send(self._session.request(next(self._ids), replay), zmq.NOBLOCK)
+                self._dealer.send(self._session.request(next(self._ids), body), zmq.NOBLOCK)
 
     def close(self) -> None:
         self._context.destroy(linger=0)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from mock_venue.clock import Clock
 from mock_venue.config import (
@@ -92,16 +92,20 @@ class Respond:
 
     token: Hashable
     result: Reply | Rejection
+    delivered: bool = True
+    """False: a DropReplies fault swallows it. It is still the request's answer (kept for a
+    resend of the request), it just never reaches the requester."""
 
 
 Output = Publish | Respond
 
 
+@dataclass(frozen=True, slots=True)
 class _Dropped:
-    """Stands in for the token of a request whose reply a DropReplies fault swallows."""
+    """Wraps the token of a request whose reply a DropReplies fault swallows."""
 
+    token: Hashable
 
-_DROPPED: Final = _Dropped()
 
 _KILL_REASON = {
     TimeInForce.IOC: CancelReason.IOC_UNFILLED,
@@ -400,7 +404,7 @@ class VenueEngine:
             )
             return
         if self._take(DropReplies, strategy, instrument, cl_ord_id):
-            token = _DROPPED
+            token = _Dropped(token)
         match request:
             case SubmitOrder():
                 self._submit(request, token)
@@ -1000,7 +1004,9 @@ class VenueEngine:
         self._out.append(Publish(report))
 
     def _respond(self, token: Hashable, result: Reply | Rejection) -> None:
-        if token is not _DROPPED:
+        if isinstance(token, _Dropped):
+            self._out.append(Respond(token.token, result, delivered=False))
+        else:
             self._out.append(Respond(token, result))
 
     def _reject(

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import random
 from collections.abc import Hashable, Iterable
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -146,7 +147,7 @@ class MockVenue:
                 for port in list(self._ports.values()):
                     if port.strategy_id == report.strategy_id:
                         port._on_report(report)
-            else:
+            elif output.delivered:
                 port_id, request_id = _split_token(output.token)
                 target = self._ports.get(port_id)
                 if target is not None:
@@ -184,5 +185,8 @@ class MockOrderExecutionPort(PortBase):
     async def _disconnect(self) -> None:
         self.venue._detach(self)
 
-    async def _transmit(self, request_id: int, request: Request) -> None:
-        self.venue._handle(self, request_id, request)
+    async def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
+        self.venue._handle(self, request_id, request)  # in process: nothing is lost, no resend
+
+    def _event_time(self) -> datetime:
+        return self.venue.clock.now()  # port events on the venue's (logical) time, like reports

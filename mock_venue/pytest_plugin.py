@@ -85,6 +85,12 @@ def _endpoints(venue: VenueProcess) -> Endpoints:
     return venue.endpoints
 
 
+def _retry_throttled(venue: VenueProcess) -> bool:
+    # On a manual clock a throttle's window moves only when the test advances time: waiting out
+    # retry_after in real time would just run the request into its timeout. Raise at once.
+    return venue.clock != "manual"
+
+
 @pytest_asyncio.fixture
 async def venue_control(mock_venue: VenueProcess) -> AsyncIterator[ControlClient]:
     """Control of the venue from an async test: ``await venue_control.fill(...)``."""
@@ -108,7 +114,12 @@ async def order_port(
 ) -> AsyncIterator[ZmqOrderExecutionPort]:
     """An open asyncio port on the venue."""
     endpoints = _endpoints(mock_venue)
-    port = ZmqOrderExecutionPort(strategy_id, command=endpoints.command, events=endpoints.events)
+    port = ZmqOrderExecutionPort(
+        strategy_id,
+        command=endpoints.command,
+        events=endpoints.events,
+        retry_throttled=_retry_throttled(mock_venue),
+    )
     async with port:
         yield port
 
@@ -120,6 +131,9 @@ def blocking_order_port(
     """An open blocking port on the venue."""
     endpoints = _endpoints(mock_venue)
     with BlockingOrderExecutionPort(
-        strategy_id, command=endpoints.command, events=endpoints.events
+        strategy_id,
+        command=endpoints.command,
+        events=endpoints.events,
+        retry_throttled=_retry_throttled(mock_venue),
     ) as port:
         yield port

@@ -541,7 +541,9 @@ class VenueServer:
                 key = output.token
                 cache = key not in self._uncached
                 self._uncached.discard(key)
-                replies.append(self._answer(key, output.result, cache=cache))
+                route, frame = self._answer(key, output.result, cache=cache)
+                # A dropped reply is kept like any other (a resend gets it), never sent.
+                replies.append((route if output.delivered else None, frame))
         return events, replies
 
     def _answer(self, key: Hashable, result: BaseModel, *, cache: bool) -> _Reply:

@@ -12,6 +12,7 @@ from ports.enums import (
     OrderStatus,
     OrderType,
     Outcome,
+    PortEventKind,
     Side,
     TimeInForce,
 )
@@ -36,11 +37,13 @@ from ports.models import (
     OpenOrders,
     OrderRequest,
     OrderSnapshot,
+    PortEvent,
     QueryOrder,
     Rejection,
     Reply,
     Request,
     SubmitOrder,
+    Update,
 )
 from ports.order_execution_port import OrderExecutionPort, PortState
 from ports.streams import OrderHandle, UpdateStream
@@ -73,6 +76,8 @@ __all__ = [
     "PortBase",
     "PortClosedError",
     "PortError",
+    "PortEvent",
+    "PortEventKind",
     "PortState",
     "QueryOrder",
     "Rejection",
@@ -82,6 +87,7 @@ __all__ = [
     "SubmitOrder",
     "ThrottleError",
     "TimeInForce",
+    "Update",
     "UpdateStream",
     "error_from_rejection",
 ]

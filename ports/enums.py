@@ -117,3 +117,15 @@ class AckAction(StrEnum):
     SUBMIT = "submit"
     AMEND = "amend"
     CANCEL = "cancel"
+
+
+class PortEventKind(StrEnum):
+    """What a ``PortEvent`` says happened to the port, its connection or its knowledge of an order
+    (not to an order at the venue: that is an ``ExecutionReport``)."""
+
+    CONNECTION_LOST = "connection_lost"  # the venue went silent; the port keeps trying
+    CONNECTION_RESTORED = "connection_restored"  # back, and the stream caught up
+    VENUE_RESTARTED = "venue_restarted"  # a new venue process with the same state: replayed
+    VENUE_RESET = "venue_reset"  # a venue with new state: what the old one held is gone
+    ORDER_IN_DOUBT = "order_in_doubt"  # a request about the order went unanswered in time
+    ORDER_SETTLED = "order_settled"  # the port learned what the venue holds for that order

@@ -22,6 +22,7 @@ from ports.enums import (
     OrderStatus,
     OrderType,
     Outcome,
+    PortEventKind,
     Side,
     TimeInForce,
 )
@@ -247,3 +248,29 @@ class ExecutionReport(_Model):
             price=self.last_px,
             venue_time=self.venue_time,
         )
+
+
+class PortEvent(_Model):
+    """Something that happened to the port rather than to an order at the venue: its connection
+    was lost or restored, the venue restarted or was reset, an order went in doubt or was settled.
+
+    Delivered, in order with the execution reports, on update streams opened with
+    ``updates(port_events=True)``. ``time`` is when the port noticed (the port's clock: wall time
+    for the ZeroMQ ports, the venue's logical clock for the in-process mock).
+    """
+
+    kind: PortEventKind
+    time: AwareDatetime
+    detail: str = ""
+    client_order_id: Identifier | None = Field(
+        default=None, description="The order concerned (ORDER_IN_DOUBT, ORDER_SETTLED)."
+    )
+    snapshot: OrderSnapshot | None = Field(
+        default=None,
+        description="ORDER_SETTLED: the order as the venue holds it; None if the venue does not "
+        "know it (an in-doubt submit that was never placed, or an order a venue reset lost).",
+    )
+
+
+Update = ExecutionReport | PortEvent
+"""What an update stream opened with ``port_events=True`` yields."""

@@ -10,6 +10,10 @@ strategy id. Submit, amend and cancel come in two acknowledgement patterns:
 
 Either way the venue's events also arrive on ``updates()``. Use the port as an async context
 manager; a closed port raises ``PortClosedError`` on every call.
+
+A request whose answer never came within its timeout leaves its order "in doubt" (``in_doubt()``)
+until the port has settled it by itself; ``updates(port_events=True)`` reports that, and the
+connection's ups and downs, as ``PortEvent``s in order with the execution reports.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self, overload
 
 from ports.enums import Side
 from ports.models import (
@@ -26,7 +30,9 @@ from ports.models import (
     AmendOrder,
     CancelAllAcknowledgement,
     CancelOrder,
+    ExecutionReport,
     OrderSnapshot,
+    PortEvent,
     SubmitOrder,
 )
 from ports.streams import OrderHandle, UpdateStream
@@ -131,5 +137,32 @@ class OrderExecutionPort(ABC):
         """This strategy's open orders at the venue, oldest first."""
 
     @abstractmethod
-    def updates(self, client_order_id: str | None = None) -> UpdateStream:
-        """Execution reports of this strategy (or of one order) from now on, in stream order."""
+    def in_doubt(self) -> frozenset[str]:
+        """Client order ids of the orders in doubt: a submit, amend or cancel of each got no
+        answer within its timeout, so what the venue holds for it is not known yet. The port
+        settles each by itself (a late answer, or a status query once connected) and reports it
+        as ORDER_SETTLED on ``updates(port_events=True)``."""
+
+    @overload
+    def updates(
+        self, client_order_id: str | None = None, *, port_events: Literal[False] = False
+    ) -> UpdateStream: ...
+
+    @overload
+    def updates(
+        self, client_order_id: None = None, *, port_events: Literal[True]
+    ) -> UpdateStream[ExecutionReport | PortEvent]: ...
+
+    @overload
+    def updates(
+        self, client_order_id: str | None = None, *, port_events: bool
+    ) -> UpdateStream[ExecutionReport | PortEvent]: ...
+
+    @abstractmethod
+    def updates(
+        self, client_order_id: str | None = None, *, port_events: bool = False
+    ) -> UpdateStream[ExecutionReport | PortEvent]:
+        """Execution reports of this strategy (or of one order) from now on, in stream order.
+
+        ``port_events=True`` (strategy-wide streams only) also yields the port's ``PortEvent``s:
+        connection lost and restored, venue restarted or reset, orders in doubt and settled."""

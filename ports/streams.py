@@ -6,17 +6,22 @@ import asyncio
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, cast
+
+from typing_extensions import TypeVar
 
 from ports.errors import AckTimeoutError
-from ports.models import Acknowledgement, ExecutionReport, OrderRequest
+from ports.models import Acknowledgement, ExecutionReport, OrderRequest, PortEvent
 
 _END = object()
 _T = TypeVar("_T")
+_U = TypeVar("_U", covariant=True, default=ExecutionReport)
+"""What a stream yields: execution reports, or (``port_events=True``) reports and port events."""
 
 
 class _Stream(Protocol):
     client_order_id: str | None
+    port_events: bool
 
 
 _S = TypeVar("_S", bound=_Stream)
@@ -62,6 +67,10 @@ class Subscribers(Generic[_S]):
         """The streams a report about ``client_order_id`` goes to."""
         return [*self._all, *self._by_order.get(client_order_id, ())]
 
+    def port_events(self) -> list[_S]:
+        """The streams that asked for port events (all strategy-wide)."""
+        return [s for s in self._all if s.port_events]
+
     def take_all(self) -> list[_S]:
         """Every stream, forgetting them all (the port is closing)."""
         streams = [*self._all, *(s for group in self._by_order.values() for s in group)]
@@ -70,26 +79,36 @@ class Subscribers(Generic[_S]):
         return streams
 
 
-class UpdateStream:
+class UpdateStream(Generic[_U]):
     """An async iterator of execution reports, in stream order, each exactly once.
 
     It receives every report that arrives after it was opened; it ends (after yielding what is
     already queued) when closed or when its port closes. Nothing is dropped: the queue is unbounded,
     so a stream you stop reading should be closed (``async with`` or ``aclose()``).
+
+    ``UpdateStream`` alone yields ``ExecutionReport``; a stream opened with
+    ``updates(port_events=True)`` is an ``UpdateStream[ExecutionReport | PortEvent]`` and also
+    yields the port's events, in order with the reports.
     """
 
     def __init__(
-        self, on_close: Callable[[UpdateStream], None], client_order_id: str | None = None
+        self,
+        on_close: Callable[[UpdateStream[Any]], None],
+        client_order_id: str | None = None,
+        *,
+        port_events: bool = False,
     ) -> None:
         self.client_order_id = client_order_id
         """The order this stream follows; None: every order of the strategy."""
+        self.port_events = port_events
+        """Whether it also yields ``PortEvent``s."""
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._on_close = on_close
         self._ended = False
 
-    def _put(self, report: ExecutionReport) -> None:
+    def _put(self, update: ExecutionReport | PortEvent) -> None:
         if not self._ended:
-            self._queue.put_nowait(report)
+            self._queue.put_nowait(update)
 
     def _end(self) -> None:
         if not self._ended:
@@ -99,16 +118,15 @@ class UpdateStream:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> ExecutionReport:
+    async def __anext__(self) -> _U:
         item = await self._queue.get()
         if item is _END:
             self._queue.put_nowait(_END)  # every later call ends too
             raise StopAsyncIteration
-        assert isinstance(item, ExecutionReport)
-        return item
+        return cast(_U, item)  # the port puts only what the stream asked for
 
-    async def get(self, timeout: float | None = None) -> ExecutionReport:
-        """The next report. Raises ``TimeoutError`` after ``timeout`` seconds, ``EOFError`` if
+    async def get(self, timeout: float | None = None) -> _U:
+        """The next update. Raises ``TimeoutError`` after ``timeout`` seconds, ``EOFError`` if
         the stream has ended."""
         try:
             async with asyncio.timeout(timeout):

@@ -13,7 +13,7 @@ import functools
 import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Literal, Self, TypeVar, cast, overload
 
 from bus.blocking import BlockingOrderExecutionPort, BlockingOrderHandle, BlockingUpdateStream
 from ports import (
@@ -25,6 +25,7 @@ from ports import (
     OrderExecutionPort,
     OrderHandle,
     OrderSnapshot,
+    PortEvent,
     PortState,
     Side,
     SubmitOrder,
@@ -51,14 +52,14 @@ class _Worker:
 
 
 class _AsyncStream:
-    def __init__(self, worker: _Worker, stream: BlockingUpdateStream) -> None:
+    def __init__(self, worker: _Worker, stream: BlockingUpdateStream[Any]) -> None:
         self._worker = worker
         self._stream = stream
 
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> ExecutionReport:
+    async def __anext__(self) -> Any:
         while True:
             try:
                 return await self._worker.run(self._stream.get, POLL)
@@ -67,7 +68,7 @@ class _AsyncStream:
             except EOFError:
                 raise StopAsyncIteration from None
 
-    async def get(self, timeout: float | None = None) -> ExecutionReport:
+    async def get(self, timeout: float | None = None) -> Any:
         return await self._worker.run(self._stream.get, timeout)
 
     async def aclose(self) -> None:
@@ -155,9 +156,31 @@ class BlockingAsAsync(OrderExecutionPort):
     ) -> tuple[OrderSnapshot, ...]:
         return await self._worker.run(self._port.open_orders, instrument, timeout=timeout)
 
-    def updates(self, client_order_id: str | None = None) -> UpdateStream:
-        stream = self._worker.run_sync(self._port.updates, client_order_id)
-        return cast(UpdateStream, _AsyncStream(self._worker, stream))
+    def in_doubt(self) -> frozenset[str]:
+        return self._worker.run_sync(self._port.in_doubt)
+
+    @overload
+    def updates(
+        self, client_order_id: str | None = None, *, port_events: Literal[False] = False
+    ) -> UpdateStream: ...
+
+    @overload
+    def updates(
+        self, client_order_id: None = None, *, port_events: Literal[True]
+    ) -> UpdateStream[ExecutionReport | PortEvent]: ...
+
+    @overload
+    def updates(
+        self, client_order_id: str | None = None, *, port_events: bool
+    ) -> UpdateStream[ExecutionReport | PortEvent]: ...
+
+    def updates(
+        self, client_order_id: str | None = None, *, port_events: bool = False
+    ) -> UpdateStream[ExecutionReport | PortEvent]:
+        stream = self._worker.run_sync(
+            functools.partial(self._port.updates, client_order_id, port_events=port_events)
+        )
+        return cast(UpdateStream[ExecutionReport | PortEvent], _AsyncStream(self._worker, stream))
 
     def _wrap(self, handle: BlockingOrderHandle) -> OrderHandle:
         return cast(OrderHandle, _AsyncHandle(self._worker, handle))

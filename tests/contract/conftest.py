@@ -61,6 +61,7 @@ async def venue_and_factory(venue_kind: str) -> AsyncIterator[tuple[VenueControl
                         command=endpoints.command,
                         events=endpoints.events,
                         ack_timeout=ack_timeout,
+                        retry_throttled=False,  # retry_after is manual-clock time here
                     )
                 )
             return ZmqOrderExecutionPort(
@@ -69,6 +70,7 @@ async def venue_and_factory(venue_kind: str) -> AsyncIterator[tuple[VenueControl
                 events=endpoints.events,
                 ack_timeout=ack_timeout,
                 heartbeat_interval=0.1,
+                retry_throttled=False,  # retry_after is manual-clock time here
             )
 
         async with ControlClient(endpoints.control) as control:

@@ -164,6 +164,7 @@ def test_closing_one_stream_leaves_every_other_subscription_alone() -> None:
     class Stream:
         def __init__(self, client_order_id: str | None) -> None:
             self.client_order_id = client_order_id
+            self.port_events = False
 
     subscribers: Subscribers[Stream] = Subscribers()
     every, a1, a2, b = Stream(None), Stream("a"), Stream("a"), Stream("b")

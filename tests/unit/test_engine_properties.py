@@ -468,10 +468,13 @@ def check_run(run: Run, engine: VenueEngine) -> None:
         check_order(order_reports, fill_ids)
 
     replies = Counter(o.token for o in run.outputs if isinstance(o, Respond))
+    undelivered = {o.token for o in run.outputs if isinstance(o, Respond) and not o.delivered}
     assert set(replies) <= set(run.tokens)
     for token in run.tokens:
-        # After settling nothing is delayed any more: a reply is owed unless it was dropped.
-        assert replies[token] == (0 if token in run.dropped else 1), token
+        # After settling nothing is delayed any more: every request has its one answer, kept
+        # for a resend; a dropped one is just never delivered.
+        assert replies[token] == 1, token
+        assert (token in undelivered) == (token in run.dropped), token
 
     # Idempotent resend: every answer to the very same submit is the first one (a throttled
     # attempt was refused before the venue looked at it, so it does not count).

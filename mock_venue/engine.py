@@ -339,6 +339,10 @@ class VenueEngine:
             raise TypeError(f"{kind.__name__} is the engine's to take")
         return self._take(kind, strategy_id, instrument, client_order_id)
 
+    def has_faults(self) -> bool:
+        """Is any fault in force?"""
+        return bool(self._faults)
+
     def fault_in_force(self, kind: type[_F]) -> ActiveFault | None:
         """The first fault of ``kind`` in force, without using it."""
         return next((a for a in self._faults.values() if isinstance(a.fault, kind)), None)

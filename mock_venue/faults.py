@@ -9,10 +9,17 @@ transport faults act on what the venue process publishes (drop, duplicate, reord
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ports.enums import ErrorReason
 from ports.models import Identifier, Quantity
@@ -22,6 +29,10 @@ MAX_SECONDS = 366 * 86_400.0  # a year of venue time: longer delays are mistakes
 
 class _Fault(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Settings this kind cannot honour (it acts on the whole venue, or is not a matter of chance):
+    # refused, rather than accepted and ignored.
+    _unsupported: ClassVar[tuple[str, ...]] = ()
 
     strategy_id: Identifier | None = Field(default=None, description="Only this strategy's.")
     instrument: Identifier | None = Field(default=None, description="Only this instrument's.")
@@ -33,6 +44,14 @@ class _Fault(BaseModel):
         allow_inf_nan=False,
         description="Fire on each matching occurrence with this (seeded) probability.",
     )
+
+    @model_validator(mode="after")
+    def _supported(self) -> Self:
+        given = [name for name in self._unsupported if getattr(self, name) is not None]
+        if given:
+            kind = getattr(self, "kind", type(self).__name__)
+            raise ValueError(f"{kind} takes no {', '.join(given)}")
+        return self
 
 
 REJECT_REASONS = frozenset(
@@ -68,6 +87,7 @@ class Throttle(_Fault):
     ``interval`` seconds; refuse the rest with ``retry_after``. Lasts until cleared."""
 
     kind: Literal["throttle"] = "throttle"
+    _unsupported = ("probability",)
     max_requests: int = Field(ge=1)
     interval: float = Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)
 
@@ -136,6 +156,7 @@ class PausePublishing(_Fault):
     back is then published in order. Subscribers see a silent venue."""
 
     kind: Literal["pause_publishing"] = "pause_publishing"
+    _unsupported = ("strategy_id", "instrument", "client_order_id", "probability")
     seconds: float | None = Field(default=None, gt=0, le=MAX_SECONDS, allow_inf_nan=False)
 
 
@@ -144,6 +165,7 @@ class Disconnect(_Fault):
     same endpoints: every client loses its connections at once. Acts when injected."""
 
     kind: Literal["disconnect"] = "disconnect"
+    _unsupported = ("strategy_id", "instrument", "client_order_id", "probability")
 
 
 class Crash(_Fault):
@@ -152,6 +174,7 @@ class Crash(_Fault):
     sooner than 50 ms, so that the answer to the command leaves first."""
 
     kind: Literal["crash"] = "crash"
+    _unsupported = ("strategy_id", "instrument", "client_order_id", "probability")
     after: float = Field(default=0.1, ge=0, le=60, allow_inf_nan=False)
 
 
@@ -184,6 +207,17 @@ class Scenario(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     faults: tuple[Fault, ...] = ()
+
+    @field_validator("faults")
+    @classmethod
+    def _lasting(cls, faults: tuple[Fault, ...]) -> tuple[Fault, ...]:
+        for fault in faults:
+            if isinstance(fault, IMMEDIATE_FAULTS):
+                raise ValueError(
+                    f"{fault.kind} acts once, when injected: inject it into a running venue "
+                    "(mock-venue inject), not from a scenario"
+                )
+        return faults
 
 
 def load_scenario(path: Path) -> Scenario:

@@ -1,12 +1,13 @@
 """The venue's journal: an append-only file of everything it accepted and emitted.
 
-Each record is ``length (4 bytes, big-endian) | crc32 of the payload (4 bytes) | payload`` where
-the payload is one msgpack map. The first record is the header (the venue's session, config and
-seed); each later record is one input the engine took (a request, a control command, the clock
-running timers, a transport fault firing) with the time the engine saw and the frames it produced.
-A venue restarted on the journal replays the inputs through a fresh engine, checks that it
-produces the very same frames, and carries on: orders, fills, sequence numbers and stored replies
-all come back. See docs/faults.md for the fsync policy.
+Each record is ``marker "OBJR" | length (4 bytes, big-endian) | crc32 of the payload (4 bytes) |
+payload`` where the payload is one msgpack map; the marker lets a reader find where records start
+after damage without trying every byte. The first record is the header (the venue's session,
+start time, config and seed); each later record is one input the engine took (a request, a
+control command, the clock running timers, a transport fault firing) with the time the engine saw
+and the frames it produced. A venue restarted on the journal replays the inputs through a fresh
+engine, checks that it produces the very same frames, and carries on: orders, fills, sequence
+numbers and stored replies all come back. See docs/faults.md for the fsync policy.
 
 A record is written to the kernel (``os.write``) before any reply or event it holds leaves the
 venue, so a crashed process (SIGKILL) loses nothing. A torn last record (the process died while
@@ -26,10 +27,10 @@ from typing import Any, Final
 
 import msgpack
 
-_PREFIX: Final = struct.Struct(">II")
+_MARKER: Final = b"OBJR"
+_PREFIX: Final = struct.Struct(">4sII")
 MAGIC: Final = "orderbus-journal"
 FORMAT: Final = 1
-_MAX_RECORD: Final = 64 * 1024 * 1024
 
 
 class JournalError(Exception):
@@ -61,7 +62,13 @@ class Recovered:
 
 def _pack(record: dict[str, Any]) -> bytes:
     payload: bytes = msgpack.packb(record, datetime=True)
-    return _PREFIX.pack(len(payload), zlib.crc32(payload)) + payload
+    return _PREFIX.pack(_MARKER, len(payload), zlib.crc32(payload)) + payload
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a regular file takes it all at once, but a short write must not go unnoticed
+        view = view[os.write(fd, view) :]
 
 
 def read(path: Path) -> Recovered:
@@ -78,17 +85,17 @@ def read(path: Path) -> Recovered:
         if len(data) - offset < _PREFIX.size:
             problem = "a record prefix is cut short"
         else:
-            length, crc = _PREFIX.unpack_from(data, offset)
+            marker, length, crc = _PREFIX.unpack_from(data, offset)
             start, end = offset + _PREFIX.size, offset + _PREFIX.size + length
-            if not 0 < length <= _MAX_RECORD:  # zeros: a file extended but never written
-                problem = f"a record claims {length} bytes"
-                tail = _no_record_in(data[start:])
+            if marker != _MARKER or not length:  # zeros: a file extended but never written
+                problem = "no record starts here"
+                tail = _no_record_in(data, offset + 1)
             elif end > len(data):
                 problem = "a record is cut short"
-                tail = _no_record_in(data[start:])
+                tail = _no_record_in(data, offset + 1)
             elif zlib.crc32(data[start:end]) != crc:
                 problem = "a record fails its checksum"
-                tail = end == len(data)
+                tail = _no_record_in(data, offset + 1)
         if problem is not None:
             if tail and records:  # never cut into a file that did not even start as a journal
                 with path.open("r+b") as f:
@@ -113,13 +120,20 @@ def read(path: Path) -> Recovered:
     return Recovered(header, records, torn)
 
 
-def _no_record_in(rest: bytes) -> bool:
-    """No complete, valid record starts anywhere in ``rest``."""
-    for probe in range(len(rest) - _PREFIX.size + 1):
-        length, crc = _PREFIX.unpack_from(rest, probe)
-        end = probe + _PREFIX.size + length
-        if length and end <= len(rest) and zlib.crc32(rest[probe + _PREFIX.size : end]) == crc:
+def _no_record_in(data: bytes, offset: int) -> bool:
+    """No complete, valid record starts at or after ``offset``. Only where the marker is: one
+    pass over the bytes, and a checksum per candidate."""
+    probe = data.find(_MARKER, offset)
+    while probe != -1 and probe + _PREFIX.size <= len(data):
+        _, length, crc = _PREFIX.unpack_from(data, probe)
+        start = probe + _PREFIX.size
+        if (
+            length
+            and start + length <= len(data)
+            and zlib.crc32(data[start : start + length]) == crc
+        ):
             return False
+        probe = data.find(_MARKER, probe + 1)
     return True
 
 
@@ -140,7 +154,7 @@ class Journal:
         """Start a new journal at ``path`` (which must not exist) with ``header``."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         journal = cls(path, fd, policy)
-        os.write(fd, _pack({"magic": MAGIC, "format": FORMAT, **header}))
+        _write_all(fd, _pack({"magic": MAGIC, "format": FORMAT, **header}))
         os.fsync(fd)
         return journal
 
@@ -151,7 +165,7 @@ class Journal:
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one record through to the kernel (and to disk, as the policy says)."""
-        os.write(self._fd, _pack(record))
+        _write_all(self._fd, _pack(record))
         self.records += 1
         self._dirty = True
         if self._policy is FsyncPolicy.ALWAYS:
@@ -167,6 +181,12 @@ class Journal:
             and time.monotonic() - self._synced_at >= FSYNC_INTERVAL
         ):
             self.sync()
+
+    def sync_due_in(self) -> float | None:
+        """Seconds until the interval policy's next fsync is due (None: none is waiting)."""
+        if not self._dirty or self._policy is not FsyncPolicy.INTERVAL:
+            return None
+        return max(0.0, self._synced_at + FSYNC_INTERVAL - time.monotonic())
 
     def sync(self) -> None:
         os.fsync(self._fd)

@@ -120,7 +120,7 @@ class _Route:
     req_peer: bool  # a REQ socket: its replies need the empty delimiter frame
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: its __init__ is on every event's path
 class _Event:
     """One encoded execution report, with what transport faults target it by."""
 
@@ -289,6 +289,8 @@ class VenueServer:
                 os.read(self._wake_r, 4096)
             if not isinstance(self.clock, ManualClock):
                 self._advance()
+            if self._pause_until and min(self._pause_until.values()) <= time.monotonic():
+                self._release_held()  # a timed pause ends on time, not at the next heartbeat
             if self._journal is not None:
                 self._journal.tick()
         # Requests that arrived before the stop still get their answer; a peer that keeps
@@ -308,6 +310,8 @@ class VenueServer:
             wait = min(wait, max(self._crash_at - time.monotonic(), 0.001))
         if self._pause_until:
             wait = min(wait, min(self._pause_until.values()) - time.monotonic())
+        if self._journal is not None and (sync := self._journal.sync_due_in()) is not None:
+            wait = min(wait, sync)  # the interval policy's bound holds on a quiet venue too
         return max(0, int(wait * 1000) + 1)
 
     def _drain(
@@ -356,9 +360,11 @@ class VenueServer:
 
     def _advance(self, *, always: bool = False) -> None:
         """Run the engine's timers that are due (journaled only if one was, or ``always``)."""
-        at = self._step_time()
         due = self.engine.next_timer_at()
-        if not always and (due is None or due > at):
+        if not always and due is None:
+            return
+        at = self._step_time()
+        if not always and due is not None and due > at:
             return
         events, replies = self._collect(self.engine.advance())
         self._record({"k": "a", "t": at}, events, replies)
@@ -367,6 +373,8 @@ class VenueServer:
     def _record(self, record: dict[str, Any], events: list[_Event], replies: list[_Reply]) -> None:
         """Write one step to the journal before anything of it leaves; in a recovery, check the
         step produced exactly what the journal says it did."""
+        if self._replaying is None and self._journal is None:
+            return
         out = [e.frame for e in events] + [frame for _, frame in replies]
         if self._replaying is not None:
             if out != self._replaying:
@@ -574,6 +582,12 @@ class VenueServer:
         for route, frame in replies:
             if route is not None:
                 self._send(self._command, route, frame)
+        if not self.engine.has_faults():  # the common case: no fault to look for
+            if self._held:
+                self._release_held()
+            for event in events:
+                self._publish(event.strategy_id, event.frame)
+            return
         if self._paused():
             self._held += events
             return
@@ -628,7 +642,9 @@ class VenueServer:
         return self._paused()
 
     def _release_held(self, *, force: bool = False) -> None:
-        if not self._held or (self._paused() and not force):
+        if self._paused() and not force:
+            return
+        if not self._held:
             return
         held, self._held = self._held, []
         for event in held:

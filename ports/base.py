@@ -72,6 +72,7 @@ class _Pending:
     expected: type[Any]
     request: Request
     expiry: asyncio.TimerHandle | None = None  # when a *_nowait request goes in doubt
+    expired: bool = False  # its timeout passed: its order went in doubt then, if it names one
 
 
 class PortBase(OrderExecutionPort):
@@ -158,7 +159,8 @@ class PortBase(OrderExecutionPort):
                 entry.expiry.cancel()
             request = entry.request
             client_order_id = getattr(request, "client_order_id", None)
-            if isinstance(request, OrderRequest):
+            # An expired one went in doubt when it expired: settled since, or reset above.
+            if isinstance(request, OrderRequest) and not entry.expired:
                 self._emit(self._doubts.add(request.client_order_id, request_id, now, detail))
             if not entry.future.done():
                 entry.future.set_exception(
@@ -180,6 +182,7 @@ class PortBase(OrderExecutionPort):
         entry = self._pending.get(request_id)
         if entry is None or entry.future.done():
             return
+        entry.expired = True
         request = entry.request
         if not isinstance(request, OrderRequest):
             return  # a query or a cancel-all: nothing to settle (cancel-all names no order)
@@ -337,6 +340,8 @@ class PortBase(OrderExecutionPort):
             return await wait_reply(future, timeout, getattr(request, "client_order_id", None))
         except AckTimeoutError:
             self._doubt(request_id, timeout)  # before the caller sees the error
+            # Nobody awaits it any more; a late answer still settles the order (``_doubts``).
+            self._pending.pop(request_id, None)
             raise
 
     async def _send_nowait(self, request: OrderRequest) -> OrderHandle:

@@ -353,3 +353,19 @@ async def test_a_venue_restarted_on_its_journal_carries_on(kind: str, tmp_path: 
             # The stream carries on where it was: o1's report once (live, or replayed after the
             # restart), then o2's.
             assert [(r.seq, r.client_order_id) for r in reports(seen)] == [(1, "o1"), (2, "o2")]
+
+
+def test_blocking_handles_dropped_unread_leave_nothing_behind() -> None:
+    import gc
+
+    with venue_process() as venue:
+        assert venue.endpoints is not None
+        with BlockingOrderExecutionPort(
+            STRATEGY, command=venue.endpoints.command, events=venue.endpoints.events
+        ) as port:
+            for n in range(100):
+                port.submit_nowait(limit(f"o{n}"))  # never asked for its answer
+            gc.collect()
+            assert port.order_status("o99").client_order_id == "o99"  # every answer is in
+            assert port._answers == {}
+            assert port._waiting == {}

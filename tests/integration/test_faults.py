@@ -8,9 +8,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 
+import msgpack
 import pytest
+import zmq
 
 from bus.client import ZmqOrderExecutionPort
+from bus.codec import decode
+from mock_venue.control import CONTROL_MODELS
 from mock_venue.control_client import ControlClient
 from mock_venue.faults import (
     DropEvents,
@@ -19,6 +23,7 @@ from mock_venue.faults import (
     PausePublishing,
     RejectOrders,
     ReorderEvents,
+    Throttle,
 )
 from mock_venue.process import VenueProcess
 from ports import (
@@ -29,6 +34,7 @@ from ports import (
     ExecutionReport,
     OrderRejectedError,
     OrderStatus,
+    Rejection,
 )
 from tests.contract.helpers import WAIT, kinds, limit, market, take
 from tests.contract.venue_setup import CONTRACT_VENUE
@@ -160,8 +166,10 @@ async def test_paused_publishing_holds_events_back_and_then_delivers_them_in_ord
 async def test_a_timed_pause_ends_by_itself() -> None:
     async with venue_and_port() as (_, control, port):
         updates = port.updates()
-        await control.inject(PausePublishing(seconds=0.3))
+        await control.inject(PausePublishing(seconds=0.5))
         await port.submit(market("o1", quantity=5))
+        with pytest.raises(TimeoutError):
+            await updates.get(timeout=0.2)  # held back...
         assert [r.exec_type for r in await take(updates, 2)] == [ExecType.ACCEPTED, ExecType.TRADE]
         assert await control.active_faults() == []
 
@@ -187,3 +195,26 @@ async def test_a_disconnect_drops_every_connection_and_clients_come_back() -> No
             (4, "o2"),
         ]
         assert (await control.status()).orders == 2
+
+
+async def test_a_fault_that_cannot_honour_a_setting_is_refused() -> None:
+    with pytest.raises(ValueError, match="takes no strategy_id"):
+        PausePublishing(strategy_id="s1")
+    with pytest.raises(ValueError, match="takes no probability"):
+        Throttle(max_requests=1, interval=1, probability=0.5)
+    # Over the wire, from a client that does not validate: a typed error, and the venue serves on.
+    async with venue_and_port() as (venue, control, _):
+        assert venue.endpoints is not None
+        context = zmq.Context()
+        try:
+            dealer = context.socket(zmq.DEALER)
+            dealer.connect(venue.endpoints.control)
+            body = {"fault": {"kind": "pause_publishing", "strategy_id": "s1"}}
+            dealer.send(msgpack.packb({"v": 1, "t": "inject_fault", "id": 1, "b": body}))
+            assert dealer.poll(int(WAIT * 1000))
+            reply = decode(dealer.recv(), models=CONTROL_MODELS, max_bytes=None)
+        finally:
+            context.destroy(linger=0)
+        assert isinstance(reply.body, Rejection)
+        assert "takes no strategy_id" in reply.body.message
+        assert await control.active_faults() == []

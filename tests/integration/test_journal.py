@@ -159,11 +159,22 @@ def test_a_scenario_file_puts_faults_in_force_at_start(tmp_path: Path) -> None:
             assert kinds == ["reject_orders", "throttle"]
 
 
-def test_a_bad_scenario_file_stops_the_venue_with_a_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("{kind: reject_orders, count: -1}", "greater than or equal to 1"),
+        ("{kind: crash}", "acts once, when injected"),
+        ("{kind: disconnect}", "acts once, when injected"),
+    ],
+)
+def test_a_bad_scenario_file_stops_the_venue_with_a_reason(
+    tmp_path: Path, fault: str, reason: str
+) -> None:
     scenario = tmp_path / "scenario.yaml"
-    scenario.write_text("faults:\n  - {kind: reject_orders, count: -1}\n")
-    with pytest.raises(VenueProcessError, match="scenario"):
+    scenario.write_text(f"faults:\n  - {fault}\n")
+    with pytest.raises(VenueProcessError, match="scenario") as caught:
         VenueProcess(CONTRACT_VENUE, scenario=scenario).start()
+    assert reason in str(caught.value)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

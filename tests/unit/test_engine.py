@@ -180,3 +180,28 @@ def test_closing_one_stream_leaves_every_other_subscription_alone() -> None:
     assert subscribers.of("a") == []
     assert "a" not in subscribers._by_order
     assert subscribers.of("b") == [b]
+
+
+async def test_a_timed_out_call_leaves_nothing_pending_and_a_reset_does_not_revive_it() -> None:
+    from mock_venue.faults import DropReplies
+    from ports import AckTimeoutError, PortEvent, PortEventKind
+
+    venue = MockVenue(CONFIG)
+    async with venue.port("s") as port:
+        events = port.updates(port_events=True)
+        await venue.inject(DropReplies(count=1))
+        with pytest.raises(AckTimeoutError):
+            await port.submit(order(1), timeout=0.05)
+        assert port._pending == {}
+        kinds = []
+        while port.in_doubt():  # the port settles it by itself
+            update = await events.get(timeout=5)
+            if isinstance(update, PortEvent):
+                kinds.append(update.kind)
+        while not kinds or kinds[-1] is not PortEventKind.ORDER_SETTLED:
+            update = await events.get(timeout=5)
+            if isinstance(update, PortEvent):
+                kinds.append(update.kind)
+        port._venue_reset("the venue was replaced")
+        assert port.in_doubt() == frozenset()  # a settled order is not put back in doubt
+        assert kinds == [PortEventKind.ORDER_IN_DOUBT, PortEventKind.ORDER_SETTLED]

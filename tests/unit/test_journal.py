@@ -85,3 +85,26 @@ def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:
     path = _journal(tmp_path)
     with pytest.raises(FileExistsError):
         Journal.create(path, HEADER, FsyncPolicy.ALWAYS)
+
+
+def test_a_record_of_any_size_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "venue.journal"
+    journal = Journal.create(path, HEADER, FsyncPolicy.NEVER)
+    big = [bytes([n % 251]) * 400 for n in range(200_000)]  # a cancel-all of 200k orders
+    journal.append({"k": "r", "t": T, "out": big})
+    journal.append({"k": "a", "t": T, "out": []})
+    journal.close()
+    recovered = read(path)
+    assert recovered.records[0]["out"] == big
+    assert len(recovered.records) == 2
+
+
+def test_a_damaged_length_with_records_after_it_is_refused_not_cut(tmp_path: Path) -> None:
+    path = _journal(tmp_path, records=5)
+    data = bytearray(path.read_bytes())
+    second = data.index(b"OBJR", data.index(b"OBJR") + 1)  # the first record after the header
+    data[second + 4 : second + 8] = (10**9).to_bytes(4, "big")  # claims past the end of the file
+    path.write_bytes(bytes(data))
+    with pytest.raises(JournalError, match="before the last record"):
+        read(path)
+    assert path.read_bytes() == bytes(data)  # nothing cut

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -290,6 +291,10 @@ def watch(
             totals.add_row(name, str(count), str(fills[name]))
         return Group(recent, totals)
 
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # `docker stop` (SIGTERM) ends the watch as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, interrupted)
     with BlockingMonitor(command=command_endpoint, events=events, after_venue_seq=since) as monitor:
         live = None if plain else Live(table(), console=console, refresh_per_second=4)
         if live is not None:

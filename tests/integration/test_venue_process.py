@@ -228,3 +228,28 @@ def test_out_of_range_control_commands_are_refused_and_the_venue_keeps_serving(
             "s1", command=venue.endpoints.command, events=venue.endpoints.events
         ) as port:
             assert port.submit(limit("after", "IMM", 10, "100.00")).order.status.value == "new"
+
+
+def test_watch_ends_cleanly_on_sigterm() -> None:
+    with VenueProcess(CONTRACT_VENUE) as venue:
+        assert venue.endpoints is not None
+        watch = subprocess.Popen(
+            [
+                sys.executable, "-c", "from mock_venue.bench import orderbus; orderbus()",
+                "watch", "--plain",
+                "--command", venue.endpoints.command, "--events", venue.endpoints.events,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        with BlockingOrderExecutionPort(
+            "s1", command=venue.endpoints.command, events=venue.endpoints.events
+        ) as port:
+            port.submit(limit("o1", "IMM", 10, "100.00"))
+        assert watch.stdout is not None
+        line = watch.stdout.readline()  # it is up and printing: one line per event
+        assert " s1 o1 accepted " in line
+        watch.send_signal(signal.SIGTERM)
+        _, stderr = watch.communicate(timeout=WAIT)
+        assert watch.returncode == 0, stderr

@@ -23,7 +23,7 @@ import time
 import uuid
 from array import array
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -67,7 +67,7 @@ from mock_venue.control import (
     StrategyStatus,
     VenueStatus,
 )
-from mock_venue.engine import Output, Publish, VenueControlError, VenueEngine
+from mock_venue.engine import Output, Publish, Respond, VenueControlError, VenueEngine
 from mock_venue.faults import (
     ActiveFault,
     Crash,
@@ -366,9 +366,7 @@ class VenueServer:
         at = self._step_time()
         if not always and due is not None and due > at:
             return
-        events, replies = self._collect(self.engine.advance())
-        self._record({"k": "a", "t": at}, events, replies)
-        self._emit(events, replies)
+        self._step(self.engine.advance(), {"k": "a", "t": at})
 
     def _record(self, record: dict[str, Any], events: list[_Event], replies: list[_Reply]) -> None:
         """Write one step to the journal before anything of it leaves; in a recovery, check the
@@ -487,9 +485,8 @@ class VenueServer:
         elif isinstance(request, SubmitOrder):
             self._submits[key] = (request.strategy_id, request.client_order_id)
         assert isinstance(request, _ENGINE_REQUESTS)
-        events, replies = self._collect(self.engine.handle(request, key))
-        self._record({"k": "r", "t": at, "c": key[0], "id": key[1], "b": frame}, events, replies)
-        self._emit(events, replies)
+        record = {"k": "r", "t": at, "c": key[0], "id": key[1], "b": frame}
+        self._step(self.engine.handle(request, key), record)
 
     def _split(self, frames: list[bytes]) -> tuple[_Route | None, bytes]:
         if len(frames) == 2:
@@ -530,11 +527,25 @@ class VenueServer:
 
     # --- outputs ------------------------------------------------------------------------------
 
-    def _collect(self, outputs: Iterable[Output]) -> tuple[list[_Event], list[_Reply]]:
-        """Encode what the engine produced and keep it (events for replay, replies for retries);
-        return what is to be sent."""
-        events: list[_Event] = []
-        replies: list[_Reply] = []
+    def _step(self, outputs: list[Output], record: dict[str, Any]) -> None:
+        """One engine step's outputs: kept (events for replay, replies for resends), journaled,
+        then sent. Replies go first: the requester is waiting on them, and nothing orders a reply
+        against the events on the other socket anyway. Without a journal they leave before the
+        events are even encoded."""
+        replies = [self._reply(o) for o in outputs if isinstance(o, Respond)]
+        live = self._replaying is None
+        if live and self._journal is None:
+            self._send_replies(replies)
+            self._publish_events(self._keep_events(outputs))
+            return
+        events = self._keep_events(outputs)
+        self._record(record, events, replies)  # before anything of the step leaves
+        if live:
+            self._send_replies(replies)
+            self._publish_events(events)
+
+    def _keep_events(self, outputs: list[Output]) -> list[_Event]:
+        events = []
         for output in outputs:
             if isinstance(output, Publish):
                 report = output.report
@@ -545,14 +556,15 @@ class VenueServer:
                 events.append(
                     _Event(report.strategy_id, report.instrument, report.client_order_id, frame)
                 )
-            else:
-                key = output.token
-                cache = key not in self._uncached
-                self._uncached.discard(key)
-                route, frame = self._answer(key, output.result, cache=cache)
-                # A dropped reply is kept like any other (a resend gets it), never sent.
-                replies.append((route if output.delivered else None, frame))
-        return events, replies
+        return events
+
+    def _reply(self, output: Respond) -> _Reply:
+        key = output.token
+        cache = key not in self._uncached
+        self._uncached.discard(key)
+        route, frame = self._answer(key, output.result, cache=cache)
+        # A dropped reply is kept like any other (a resend gets it), never sent.
+        return (route if output.delivered else None, frame)
 
     def _answer(self, key: Hashable, result: BaseModel, *, cache: bool) -> _Reply:
         assert isinstance(key, tuple)
@@ -573,15 +585,13 @@ class VenueServer:
                 self._replies.popitem(last=False)
         return self._routes.pop(key, None), frame
 
-    def _emit(self, events: list[_Event], replies: list[_Reply]) -> None:
-        """Send a step's replies, then publish its events (unless recovering)."""
-        if self._replaying is not None:
-            return
-        # Replies first: the requester is waiting on them, and nothing orders a reply against the
-        # events on the other socket anyway. Events keep their own order.
+    def _send_replies(self, replies: list[_Reply]) -> None:
         for route, frame in replies:
             if route is not None:
                 self._send(self._command, route, frame)
+
+    def _publish_events(self, events: list[_Event]) -> None:
+        """Publish a step's events, in order, through the transport faults in force."""
         if not self.engine.has_faults():  # the common case: no fault to look for
             if self._held:
                 self._release_held()
@@ -755,11 +765,9 @@ class VenueServer:
                 result = Faults(faults=(engine.inject(command.fault),))
             case ClearFaults():
                 engine.clear_faults(command.fault_id)
-        events, replies = self._collect(outputs)
         if frame is None:
             frame = encode(command, types=CONTROL_TYPES)
-        self._record({"k": "c", "t": at, "b": frame}, events, replies)
-        self._emit(events, replies)
+        self._step(outputs, {"k": "c", "t": at, "b": frame})
         return result
 
     def status(self) -> VenueStatus:

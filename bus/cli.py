@@ -291,17 +291,19 @@ def watch(
             totals.add_row(name, str(count), str(fills[name]))
         return Group(recent, totals)
 
-    def interrupted(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # `docker stop` (SIGTERM) ends the watch as Ctrl-C does
-
-    signal.signal(signal.SIGTERM, interrupted)
+    # `docker stop` (SIGTERM) ends the watch as Ctrl-C does. A flag, not an exception: raised
+    # from a signal handler, an exception can land inside code that swallows it.
+    terminated: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _: terminated.append(signum))
     with BlockingMonitor(command=command_endpoint, events=events, after_venue_seq=since) as monitor:
         live = None if plain else Live(table(), console=console, refresh_per_second=4)
         if live is not None:
             live.start()
         try:
-            while stop_at is None or time.monotonic() < stop_at:
+            while not terminated and (stop_at is None or time.monotonic() < stop_at):
                 for report in monitor.reports(timeout=0.25):
+                    if terminated:
+                        break
                     latest.append(report)
                     per_strategy[report.strategy_id] += 1
                     fills[report.strategy_id] += 1 if report.fill_id else 0

@@ -230,9 +230,22 @@ def test_out_of_range_control_commands_are_refused_and_the_venue_keeps_serving(
             assert port.submit(limit("after", "IMM", 10, "100.00")).order.status.value == "new"
 
 
-def test_watch_ends_cleanly_on_sigterm() -> None:
+def test_watch_ends_cleanly_on_sigterm_even_while_it_catches_up() -> None:
     with VenueProcess(CONTRACT_VENUE) as venue:
         assert venue.endpoints is not None
+        context = zmq.Context()
+        try:  # a backlog for the watch to replay and decode when the signal lands
+            dealer = context.socket(zmq.DEALER)
+            dealer.connect(venue.endpoints.command)
+            for n in range(1500):
+                dealer.send(
+                    encode(limit(f"b{n}", "IMM", 10, "100.00"), request_id=n, client_id="c")
+                )
+            for _ in range(1500):
+                assert dealer.poll(int(WAIT * 1000))
+                dealer.recv()
+        finally:
+            context.destroy(linger=0)
         watch = subprocess.Popen(
             [
                 sys.executable, "-c", "from mock_venue.bench import orderbus; orderbus()",
@@ -243,13 +256,9 @@ def test_watch_ends_cleanly_on_sigterm() -> None:
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        with BlockingOrderExecutionPort(
-            "s1", command=venue.endpoints.command, events=venue.endpoints.events
-        ) as port:
-            port.submit(limit("o1", "IMM", 10, "100.00"))
         assert watch.stdout is not None
-        line = watch.stdout.readline()  # it is up and printing: one line per event
-        assert " s1 o1 accepted " in line
+        line = watch.stdout.readline()  # it is up and printing the backlog, one line per event
+        assert " s1 b0 accepted " in line
         watch.send_signal(signal.SIGTERM)
         _, stderr = watch.communicate(timeout=WAIT)
         assert watch.returncode == 0, stderr

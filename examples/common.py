@@ -12,6 +12,8 @@ import secrets
 import signal
 import socket
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -20,7 +22,18 @@ from typing import Any, TypeVar
 
 import click
 
-from ports import ErrorReason, ExecutionReport, OrderSnapshot, OrderStatus, Side, SubmitOrder
+from ports import (
+    AmendOrder,
+    CancelOrder,
+    ErrorReason,
+    ExecutionReport,
+    OrderRejectedError,
+    OrderSnapshot,
+    OrderStatus,
+    PortEventKind,
+    Side,
+    SubmitOrder,
+)
 
 PENDING = frozenset(
     {OrderStatus.PENDING_NEW, OrderStatus.PENDING_AMEND, OrderStatus.PENDING_CANCEL}
@@ -265,3 +278,41 @@ def setup_logging(level: str) -> None:
 def emit(summary: dict[str, object]) -> None:
     """Print the run's summary as one JSON line (the last line on stdout)."""
     click.echo(json.dumps(summary, default=str))
+
+
+def note_rejection(
+    rejections: Counter[str],
+    request: SubmitOrder | AmendOrder | CancelOrder,
+    error: OrderRejectedError,
+) -> None:
+    """Count a refusal; raise ``StrategyError`` for one that no retry can mend (configuration)."""
+    rejections[error.reason.value] += 1
+    if error.reason in FATAL_REJECTIONS:
+        raise StrategyError(
+            f"the venue refused {type(request).__name__} ({error.reason.value}): {error}"
+        ) from error
+
+
+def error_counts(rejections: Counter[str], counts: Counter[str]) -> dict[str, object]:
+    """The summary's account of what went wrong on the way, and of the port's events."""
+    return {
+        "rejected": dict(rejections),
+        "throttled": counts["throttled"],
+        "in_doubt": counts["in_doubt"],
+        "settled": counts["settled"],
+        "not_sent": counts["not_sent"],
+        "port_events": {k.value: counts[k.value] for k in PortEventKind if counts[k.value]},
+    }
+
+
+def finish(summary: dict[str, object], error: str | None, started: float) -> dict[str, object]:
+    """Close the summary: ``ok`` unless something failed, fills disagree with the venue, or an
+    order is left open (``reconciled`` None: not checked in time, which is no failure)."""
+    summary["error"] = error
+    summary["ok"] = (
+        error is None
+        and summary.get("reconciled") in (True, None)
+        and summary.get("open_at_end") == 0
+    )
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    return summary

@@ -44,7 +44,6 @@ import click
 
 from bus import BlockingOrderExecutionPort, BlockingUpdateStream
 from examples.common import (
-    FATAL_REJECTIONS,
     PENDING,
     Fills,
     StopSignals,
@@ -52,7 +51,10 @@ from examples.common import (
     TrackedOrder,
     decimal_option,
     emit,
+    error_counts,
+    finish,
     new_run_id,
+    note_rejection,
     order_ids,
     port_options,
     resolve_strategy_id,
@@ -327,11 +329,7 @@ class Twap:
         request: SubmitOrder | AmendOrder | CancelOrder,
         error: OrderRejectedError,
     ) -> None:
-        self.rejections[error.reason.value] += 1
-        if error.reason in FATAL_REJECTIONS:
-            raise StrategyError(
-                f"the venue refused {type(request).__name__} ({error.reason.value}): {error}"
-            ) from error
+        note_rejection(self.rejections, request, error)
         if error.reason is ErrorReason.TOO_LATE:
             # The child finished (filled, most likely) before the request arrived: learn its
             # final fill from the venue, then work again, which places a new child for the rest.
@@ -436,14 +434,7 @@ class Twap:
             "replaces": self.counts["replaces"],
             "cancels": self.counts["cancels"],
             "fills": self.fills.count,
-            "rejected": dict(self.rejections),
-            "throttled": self.counts["throttled"],
-            "in_doubt": self.counts["in_doubt"],
-            "settled": self.counts["settled"],
-            "not_sent": self.counts["not_sent"],
-            "port_events": {
-                k.value: self.counts[k.value] for k in PortEventKind if self.counts[k.value]
-            },
+            **error_counts(self.rejections, self.counts),
         }
 
 
@@ -497,12 +488,7 @@ def trade(
             summary.update(twap.reconcile())
     except PortError as exc:  # could not connect, or the venue vanished at the end
         error = error or f"{type(exc).__name__}: {exc}"
-    summary["error"] = error
-    summary["ok"] = (
-        error is None and summary.get("reconciled") is True and summary.get("open_at_end") == 0
-    )
-    summary["seconds"] = round(time.monotonic() - started, 3)
-    return summary
+    return finish(summary, error, started)
 
 
 @click.command()

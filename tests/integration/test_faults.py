@@ -19,6 +19,7 @@ from mock_venue.control_client import ControlClient
 from mock_venue.faults import (
     DropEvents,
     DuplicateEvents,
+    Fault,
     FillBeforeChange,
     PausePublishing,
     RejectOrders,
@@ -115,12 +116,12 @@ async def test_a_partial_fill_before_a_cancel_leaves_the_cancel_to_take_the_rest
         ]
 
 
-async def _stream_survives(inject: object, orders: int = 6) -> list[ExecutionReport]:
+async def _stream_survives(inject: Fault, orders: int = 6) -> list[ExecutionReport]:
     """Submit immediately filled orders under a transport fault; the strategy's stream must
     still carry every event once, in order."""
     async with venue_and_port() as (_, control, port):
         updates = port.updates()
-        await control.inject(inject)  # type: ignore[arg-type]
+        await control.inject(inject)
         for n in range(orders):
             await port.submit(market(f"o{n}", quantity=5))
         reports = await take(updates, 2 * orders)

@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from bus.blocking import BlockingOrderExecutionPort
-from bus.codec import decode, encode
+from bus.codec import encode
 from mock_venue.control import VenueStatus
 from mock_venue.control_client import BlockingControlClient
 from mock_venue.process import VenueProcess, VenueProcessError
@@ -243,4 +243,3 @@ def test_status_reports_the_journal(tmp_path: Path) -> None:
         status = json.loads(_cli("status", "--json", "--control", venue.endpoints.control).stdout)
         assert status["journal"] == str(journal)
         assert status["journal_records"] >= 1
-        assert decode(encode(limit("o1"))).body == limit("o1")

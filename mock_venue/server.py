@@ -48,7 +48,7 @@ from bus.codec import (
     encode,
     strategy_topic,
 )
-from bus.sockets import readable
+from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE, readable
 from mock_venue.clock import Clock, ManualClock, PinnedClock, WallClock
 from mock_venue.config import VenueConfig
 from mock_venue.control import (
@@ -87,6 +87,7 @@ from ports.models import (
     AmendOrder,
     CancelAllOrders,
     CancelOrder,
+    ExecutionReport,
     ListOpenOrders,
     QueryOrder,
     Rejection,
@@ -103,6 +104,10 @@ _ENGINE_REQUESTS = (
 )
 _QUERIES = (QueryOrder, ListOpenOrders)  # safe to run again: their replies are not kept
 _BATCH = 256  # messages taken from one socket before the others get a turn
+# Outputs of this many requests go out together. Each send that finds libzmq's I/O thread asleep
+# wakes it (a syscall, and on a busy machine a context switch); sent as a burst, the replies to
+# a pipelining client cost one wake-up rather than one each. A lone request is flushed at once.
+_FLUSH_EVERY = 16
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,9 @@ class VenueServer:
         self._held: list[_Event] = []  # events a PausePublishing fault holds back
         self._reordered: list[_Event] = []  # events a ReorderEvents fault sends late
         self._pause_until: dict[int, float] = {}
+        self._out_replies: list[_Reply] = []  # outputs of steps taken, until ``_flush``
+        self._out_events: list[_Event] = []
+        self._out_reports: list[ExecutionReport] = []  # events not encoded yet (no journal)
         self.requests = 0
         self.protocol_errors = 0
         self.unroutable_replies = 0
@@ -289,6 +297,7 @@ class VenueServer:
                 os.read(self._wake_r, 4096)
             if not isinstance(self.clock, ManualClock):
                 self._advance()
+                self._flush()
             if self._pause_until and min(self._pause_until.values()) <= time.monotonic():
                 self._release_held()  # a timed pause ends on time, not at the next heartbeat
             if self._journal is not None:
@@ -321,17 +330,22 @@ class VenueServer:
         limit: int | None = _BATCH,
     ) -> None:
         count = 0
-        while limit is None or count < limit:
-            if not readable(socket):
-                return
-            frames = socket.recv_multipart(zmq.NOBLOCK)
-            serve(frames)
-            count += 1
+        try:
+            while limit is None or count < limit:
+                if not readable(socket):
+                    return
+                serve(socket.recv_multipart(NOBLOCK))
+                count += 1
+                if count % _FLUSH_EVERY == 0:
+                    self._flush()
+        finally:
+            self._flush()
 
     def _rebind(self) -> None:
         """A Disconnect fault: new command and event sockets on the same endpoints. What the old
         ones held is dropped, and every peer sees its connection go."""
         assert self.endpoints is not None
+        self._flush()  # what was done before the fault still leaves
         self._poller.unregister(self._command)
         for socket in (self._command, self._events):
             socket.close(linger=0)
@@ -462,9 +476,11 @@ class VenueServer:
             self._advance()  # timers due run first, as their own journaled step
             self._execute(key, request, body, route)
         elif isinstance(request, Sync):
+            self._flush()  # what it counts is published (and replayable) first
             self._clients.add(client)
             self._send(self._command, route, encode(self._sync(request), request_id=key[1]))
         elif isinstance(request, Replay):
+            self._flush()
             self._send(self._command, route, encode(self._replay(request), request_id=key[1]))
         else:
             self._refuse(
@@ -528,34 +544,46 @@ class VenueServer:
     # --- outputs ------------------------------------------------------------------------------
 
     def _step(self, outputs: list[Output], record: dict[str, Any]) -> None:
-        """One engine step's outputs: kept (events for replay, replies for resends), journaled,
-        then sent. Replies go first: the requester is waiting on them, and nothing orders a reply
-        against the events on the other socket anyway. Without a journal they leave before the
-        events are even encoded."""
+        """One engine step's outputs: kept (events for replay, replies for resends) and journaled,
+        then queued to be sent by ``_flush``, which the serve loop calls after every few
+        requests and whenever it has nothing more to read. Without a journal, events are encoded
+        only then, after the replies have left."""
         replies = [self._reply(o) for o in outputs if isinstance(o, Respond)]
-        live = self._replaying is None
-        if live and self._journal is None:
-            self._send_replies(replies)
-            self._publish_events(self._keep_events(outputs))
+        if self._replaying is None and self._journal is None:
+            self._out_replies += replies
+            self._out_reports += [o.report for o in outputs if isinstance(o, Publish)]
             return
-        events = self._keep_events(outputs)
+        events = self._keep_events([o.report for o in outputs if isinstance(o, Publish)])
         self._record(record, events, replies)  # before anything of the step leaves
-        if live:
+        if self._replaying is None:
+            self._out_replies += replies
+            self._out_events += events
+
+    def _flush(self) -> None:
+        """Send what the steps taken produced: replies first (the requesters wait on them, and
+        nothing orders a reply against the events on the other socket), then the events, in
+        order."""
+        if self._out_replies:
+            replies, self._out_replies = self._out_replies, []
             self._send_replies(replies)
+        if self._out_reports:
+            reports, self._out_reports = self._out_reports, []
+            self._out_events += self._keep_events(reports)
+        if self._out_events:
+            events, self._out_events = self._out_events, []
             self._publish_events(events)
 
-    def _keep_events(self, outputs: list[Output]) -> list[_Event]:
+    def _keep_events(self, reports: list[ExecutionReport]) -> list[_Event]:
+        """Encode events and keep them for replay."""
         events = []
-        for output in outputs:
-            if isinstance(output, Publish):
-                report = output.report
-                frame = encode(report)
-                self._frames.append(frame)
-                index = self._stream_index.setdefault(report.strategy_id, array("Q"))
-                index.append(report.venue_seq)
-                events.append(
-                    _Event(report.strategy_id, report.instrument, report.client_order_id, frame)
-                )
+        for report in reports:
+            frame = encode(report)
+            self._frames.append(frame)
+            index = self._stream_index.setdefault(report.strategy_id, array("Q"))
+            index.append(report.venue_seq)
+            events.append(
+                _Event(report.strategy_id, report.instrument, report.client_order_id, frame)
+            )
         return events
 
     def _reply(self, output: Respond) -> _Reply:
@@ -632,7 +660,7 @@ class VenueServer:
         return fired
 
     def _publish(self, strategy_id: str, frame: bytes) -> None:
-        self._events.send(strategy_topic(strategy_id), zmq.SNDMORE)
+        self._events.send(strategy_topic(strategy_id), SNDMORE)
         self._events.send(frame)
 
     def _paused(self) -> bool:
@@ -672,15 +700,16 @@ class VenueServer:
         # Frame by frame rather than send_multipart: the same sends, without its per-call checks
         # (this is on every reply's path).
         try:
-            socket.send(route.identity, zmq.NOBLOCK | zmq.SNDMORE)
+            socket.send(route.identity, NOBLOCK_SNDMORE)
             if route.req_peer:
-                socket.send(b"", zmq.NOBLOCK | zmq.SNDMORE)
-            socket.send(frame, zmq.NOBLOCK)
+                socket.send(b"", NOBLOCK_SNDMORE)
+            socket.send(frame, NOBLOCK)
         except zmq.ZMQError:
             # The peer is gone (or hopelessly behind). Its reply is cached: a retry gets it.
             self.unroutable_replies += 1
 
     def _heartbeat(self) -> None:
+        self._flush()  # the seqs it announces are published before it
         if self._paused():
             return
         self._release_held()
@@ -718,6 +747,7 @@ class VenueServer:
         except (VenueControlError, TypeError, ArithmeticError, ValueError) as error:
             result = Rejection(reason=ErrorReason.INVALID_REQUEST, message=str(error))
         frame = encode(result, request_id=envelope.request_id, types=CONTROL_TYPES)
+        self._flush()  # a command's effects are out before its answer
         self._send(self._control, route, frame)
 
     def _control_command(self, command: BaseModel, frame: bytes | None = None) -> BaseModel:

@@ -46,7 +46,7 @@ from ports.models import (
 )
 from ports.order_execution_port import OrderExecutionPort, PortState
 from ports.recovery import InDoubt
-from ports.streams import OrderHandle, Subscribers, UpdateStream, wait_reply
+from ports.streams import OrderHandle, Subscribers, UpdateStream, own_reply
 
 _R = TypeVar("_R", bound=Reply)
 
@@ -54,10 +54,15 @@ DEFAULT_ACK_TIMEOUT = 5.0
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
-    # A reply nobody awaits any more (its caller timed out) must not log "exception never
-    # retrieved": the error is reported on the update stream or to whoever still awaits it.
-    if not future.cancelled():
-        future.exception()
+    future.exception()
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    """Fail a reply future. One nobody awaits any more (its caller timed out) must not log
+    "exception never retrieved": the error is reported on the update stream or to whoever still
+    awaits it. (Only failures take the callback: each costs a turn of the event loop.)"""
+    future.set_exception(error)
+    future.add_done_callback(_retrieve)
 
 
 def unanswered_detail(request: Request, timeout: float) -> str:
@@ -131,7 +136,7 @@ class PortBase(OrderExecutionPort):
         try:
             future.set_result(settle(result, entry.expected))
         except PortError as error:
-            future.set_exception(error)
+            _fail(future, error)
 
     def _on_report(self, report: ExecutionReport) -> None:
         """Deliver one execution report to every interested stream."""
@@ -163,8 +168,11 @@ class PortBase(OrderExecutionPort):
             if isinstance(request, OrderRequest) and not entry.expired:
                 self._emit(self._doubts.add(request.client_order_id, request_id, now, detail))
             if not entry.future.done():
-                entry.future.set_exception(
-                    ConnectivityError(f"{detail}; outcome unknown", client_order_id=client_order_id)
+                _fail(
+                    entry.future,
+                    ConnectivityError(
+                        f"{detail}; outcome unknown", client_order_id=client_order_id
+                    ),
                 )
         self._wake_settler()
 
@@ -180,7 +188,8 @@ class PortBase(OrderExecutionPort):
     def _doubt(self, request_id: int, timeout: float) -> None:
         """Request ``request_id`` got no answer within ``timeout``: its order is in doubt."""
         entry = self._pending.get(request_id)
-        if entry is None or entry.future.done():
+        # (A call that timed out has cancelled its future: it is the one going in doubt.)
+        if entry is None or (entry.future.done() and not entry.future.cancelled()):
             return
         entry.expired = True
         request = entry.request
@@ -298,12 +307,13 @@ class PortBase(OrderExecutionPort):
                 if entry.expiry is not None:
                     entry.expiry.cancel()
                 if not entry.future.done():
-                    entry.future.set_exception(
+                    _fail(
+                        entry.future,
                         PortClosedError(
                             "the port closed before the venue answered; outcome unknown",
                             outcome=Outcome.UNKNOWN,
                             client_order_id=getattr(entry.request, "client_order_id", None),
-                        )
+                        ),
                     )
             for stream in self._subscribers.take_all():
                 stream._end()
@@ -323,7 +333,6 @@ class PortBase(OrderExecutionPort):
         check_strategy(self._strategy_id, request)
         request_id = self._new_request_id()
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_retrieve)
         self._pending[request_id] = _Pending(future, expected, request)
         try:
             await self._transmit(request_id, request, timeout)
@@ -337,7 +346,7 @@ class PortBase(OrderExecutionPort):
         timeout = self.ack_timeout if timeout is None else timeout
         request_id, future = await self._request(request, expected, timeout)
         try:
-            return await wait_reply(future, timeout, getattr(request, "client_order_id", None))
+            return await own_reply(future, timeout, getattr(request, "client_order_id", None))
         except AckTimeoutError:
             self._doubt(request_id, timeout)  # before the caller sees the error
             # Nobody awaits it any more; a late answer still settles the order (``_doubts``).

@@ -29,6 +29,7 @@ def test_bench_runs_and_reports_every_measure(tmp_path: Path) -> None:
         "raw_pipelined",
         "ceiling_pipelined",
         "asyncio_pipelined",
+        "asyncio_pipelined_handles",
     }
     assert report["codec_us"]["client_floor_per_order"] > 0
     assert report["fan_out"]["lost"] == 0

@@ -52,6 +52,51 @@ def test_sigterm_under_load_answers_every_request_it_took_and_exits() -> None:
         venue.stop()
 
 
+def test_a_burst_is_answered_in_full_and_heartbeats_never_run_ahead_of_the_events() -> None:
+    """The venue sends a burst's outputs together: every reply still comes, the events come
+    gapless and in order, and no heartbeat announces an event before it is published."""
+    from bus.codec import HEARTBEAT_TOPIC, Heartbeat, strategy_topic
+    from ports import ExecutionReport
+    from tests.contract.helpers import STRATEGY
+
+    with VenueProcess(CONTRACT_VENUE, heartbeat=0.005) as venue:
+        assert venue.endpoints is not None
+        context = zmq.Context()
+        dealer, sub = context.socket(zmq.DEALER), context.socket(zmq.SUB)
+        try:
+            sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC)
+            sub.setsockopt(zmq.SUBSCRIBE, strategy_topic(STRATEGY))
+            sub.connect(venue.endpoints.events)
+            dealer.connect(venue.endpoints.command)
+            assert sub.poll(int(WAIT * 1000))  # subscribed: heartbeats arrive
+            count, published, announced = 300, 0, 0
+            replies: set[int | None] = set()
+            for n in range(count):  # filled at once: each order's events follow its reply
+                order = limit(f"burst{n}", "IMM", 10, "100.00")
+                dealer.send(encode(order, request_id=n, client_id="c"))
+            deadline = time.monotonic() + WAIT
+            while (len(replies) < count or published < 2 * count) and time.monotonic() < deadline:
+                if dealer.poll(0):
+                    replies.add(decode(dealer.recv(), max_bytes=None).request_id)
+                    continue
+                if not sub.poll(50):
+                    continue
+                topic, frame = sub.recv_multipart()
+                body = decode(frame, max_bytes=None).body
+                if topic == HEARTBEAT_TOPIC:
+                    assert isinstance(body, Heartbeat)
+                    announced = body.seqs.get(STRATEGY, 0)
+                    assert announced <= published, "a heartbeat ran ahead of the events"
+                else:
+                    assert isinstance(body, ExecutionReport)
+                    assert body.seq == published + 1  # gapless, in order
+                    published = body.seq
+            assert replies == set(range(count))
+            assert published >= 2 * count  # accepted and filled, each
+        finally:
+            context.destroy(linger=0)
+
+
 async def _next_state(changes: AsyncIterator[PortState]) -> PortState:
     async with asyncio.timeout(WAIT):
         return await anext(changes)

@@ -182,6 +182,60 @@ def test_closing_one_stream_leaves_every_other_subscription_alone() -> None:
     assert subscribers.of("b") == [b]
 
 
+def test_a_stream_nobody_holds_stops_receiving_and_leaves_no_entry() -> None:
+    import gc
+
+    from ports.streams import Subscribers
+
+    class Stream:
+        def __init__(self, client_order_id: str | None, port_events: bool = False) -> None:
+            self.client_order_id = client_order_id
+            self.port_events = port_events
+
+    subscribers: Subscribers[Stream] = Subscribers()
+    kept, watcher = Stream("a"), Stream(None, port_events=True)
+    subscribers.add(kept)
+    subscribers.add(watcher)
+    subscribers.add(Stream("a"))  # dropped at once
+    subscribers.add(Stream("b"))
+    subscribers.add(Stream(None))
+    gc.collect()
+    assert set(subscribers.of("a")) == {kept, watcher}
+    assert subscribers.of("b") == [watcher]
+    assert "b" not in subscribers._by_order
+    assert subscribers.port_events() == [watcher]
+    # A stream discarded, then collected, does not take a newer entry with it.
+    subscribers.discard(kept)
+    del kept
+    gc.collect()
+    assert subscribers.of("a") == [watcher]
+    assert set(subscribers.take_all()) == {watcher}
+    assert subscribers.of("a") == []
+
+
+async def test_waiting_for_a_reply_times_out_with_the_typed_error() -> None:
+    from ports import AckTimeoutError
+    from ports.streams import own_reply, wait_reply
+
+    loop = asyncio.get_running_loop()
+    shared: asyncio.Future[int] = loop.create_future()
+    with pytest.raises(AckTimeoutError) as caught:
+        await wait_reply(shared, 0.01, "o1")
+    assert caught.value.client_order_id == "o1"
+    assert not shared.cancelled()  # another wait can still succeed
+    loop.call_soon(shared.set_result, 7)
+    assert await wait_reply(shared, 1, "o1") == 7
+
+    owned: asyncio.Future[int] = loop.create_future()
+    with pytest.raises(AckTimeoutError):
+        await own_reply(owned, 0.01, "o2")
+    assert owned.cancelled()  # nobody else awaited it
+    answered: asyncio.Future[int] = loop.create_future()
+    loop.call_soon(answered.set_exception, TimeoutError("the reply itself"))
+    with pytest.raises(TimeoutError, match="the reply itself"):
+        await own_reply(answered, 1, "o3")  # not mistaken for our own timeout
+
+
 async def test_a_timed_out_call_leaves_nothing_pending_and_a_reset_does_not_revive_it() -> None:
     from mock_venue.faults import DropReplies
     from ports import AckTimeoutError, PortEvent, PortEventKind

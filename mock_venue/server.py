@@ -193,6 +193,7 @@ class VenueServer:
         self._out_replies: list[_Reply] = []  # outputs of steps taken, until ``_flush``
         self._out_events: list[_Event] = []
         self._out_reports: list[ExecutionReport] = []  # events not encoded yet (no journal)
+        self._flushing = False
         self.requests = 0
         self.protocol_errors = 0
         self.unroutable_replies = 0
@@ -297,7 +298,7 @@ class VenueServer:
                 os.read(self._wake_r, 4096)
             if not isinstance(self.clock, ManualClock):
                 self._advance()
-                self._flush()
+            self._flush()
             if self._pause_until and min(self._pause_until.values()) <= time.monotonic():
                 self._release_held()  # a timed pause ends on time, not at the next heartbeat
             if self._journal is not None:
@@ -345,7 +346,9 @@ class VenueServer:
         """A Disconnect fault: new command and event sockets on the same endpoints. What the old
         ones held is dropped, and every peer sees its connection go."""
         assert self.endpoints is not None
-        self._flush()  # what was done before the fault still leaves
+        # What was done before the fault goes to the old sockets, which drop it like the rest
+        # of what they hold: replies are kept for the resends, events for replay.
+        self._flush()
         self._poller.unregister(self._command)
         for socket in (self._command, self._events):
             socket.close(linger=0)
@@ -552,26 +555,46 @@ class VenueServer:
         if self._replaying is None and self._journal is None:
             self._out_replies += replies
             self._out_reports += [o.report for o in outputs if isinstance(o, Publish)]
-            return
-        events = self._keep_events([o.report for o in outputs if isinstance(o, Publish)])
-        self._record(record, events, replies)  # before anything of the step leaves
-        if self._replaying is None:
+        else:
+            events = self._keep_events([o.report for o in outputs if isinstance(o, Publish)])
+            self._record(record, events, replies)  # before anything of the step leaves
+            if self._replaying is not None:
+                return
             self._out_replies += replies
             self._out_events += events
+        if self.engine.has_faults():
+            # Transport faults draw from the seeded fault RNG as events are published: publish
+            # each step's at once, so that the draws follow the requests, not how they batched.
+            self._flush()
 
     def _flush(self) -> None:
         """Send what the steps taken produced: replies first (the requesters wait on them, and
         nothing orders a reply against the events on the other socket), then the events, in
-        order."""
-        if self._out_replies:
-            replies, self._out_replies = self._out_replies, []
-            self._send_replies(replies)
-        if self._out_reports:
-            reports, self._out_reports = self._out_reports, []
-            self._out_events += self._keep_events(reports)
-        if self._out_events:
-            events, self._out_events = self._out_events, []
-            self._publish_events(events)
+        order. Publishing can end a timed pause, whose clearing may run timers and queue more:
+        those are sent after what is being sent (not from within it), until nothing is left."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            self._flush_all()
+        finally:
+            self._flushing = False
+
+    def _flush_all(self) -> None:
+        while self._out_replies or self._out_reports or self._out_events:
+            try:
+                if self._out_replies:
+                    replies, self._out_replies = self._out_replies, []
+                    self._send_replies(replies)
+                if self._out_reports:
+                    reports, self._out_reports = self._out_reports, []
+                    self._out_events += self._keep_events(reports)
+                if self._out_events:
+                    events, self._out_events = self._out_events, []
+                    self._publish_events(events)
+            except Exception as error:  # the venue keeps serving; the loss is reported
+                self.protocol_errors += 1
+                sys.stderr.write(f"venue: sending a step's outputs failed: {error!r}\n")
 
     def _keep_events(self, reports: list[ExecutionReport]) -> list[_Event]:
         """Encode events and keep them for replay."""
@@ -716,6 +739,7 @@ class VenueServer:
         late, self._reordered = self._reordered, []
         for held in late:
             self._publish(held.strategy_id, held.frame)
+        self._flush()  # anything the pause's end released or ran: before the seqs it counts
         beat = Heartbeat(
             session=self.session,
             instance=self.instance,

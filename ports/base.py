@@ -46,7 +46,7 @@ from ports.models import (
 )
 from ports.order_execution_port import OrderExecutionPort, PortState
 from ports.recovery import InDoubt
-from ports.streams import OrderHandle, Subscribers, UpdateStream, own_reply
+from ports.streams import OrderHandle, Subscribers, UpdateStream, wait_reply
 
 _R = TypeVar("_R", bound=Reply)
 
@@ -188,8 +188,7 @@ class PortBase(OrderExecutionPort):
     def _doubt(self, request_id: int, timeout: float) -> None:
         """Request ``request_id`` got no answer within ``timeout``: its order is in doubt."""
         entry = self._pending.get(request_id)
-        # (A call that timed out has cancelled its future: it is the one going in doubt.)
-        if entry is None or (entry.future.done() and not entry.future.cancelled()):
+        if entry is None or entry.future.done():
             return
         entry.expired = True
         request = entry.request
@@ -346,7 +345,7 @@ class PortBase(OrderExecutionPort):
         timeout = self.ack_timeout if timeout is None else timeout
         request_id, future = await self._request(request, expected, timeout)
         try:
-            return await own_reply(future, timeout, getattr(request, "client_order_id", None))
+            return await wait_reply(future, timeout, getattr(request, "client_order_id", None))
         except AckTimeoutError:
             self._doubt(request_id, timeout)  # before the caller sees the error
             # Nobody awaits it any more; a late answer still settles the order (``_doubts``).

@@ -70,25 +70,22 @@ class Subscribers(Generic[_S]):
         group = self._by_order.get(client_order_id)
         if not self._all and group is None:
             return []
-        # tuple() first: a collection running mid-loop could drop an entry (its callback).
-        refs = (
-            tuple(self._all.values()) if group is None else (*self._all.values(), *group.values())
-        )
+        # Copied into a list first (allocated before the dicts are iterated): a garbage collection
+        # mid-iteration could run a callback that deletes an entry.
+        refs = [*self._all.values(), *group.values()] if group else [*self._all.values()]
         return [stream for ref in refs if (stream := ref()) is not None]
 
     def port_events(self) -> list[_S]:
         """The streams that asked for port events (all strategy-wide)."""
-        streams = (ref() for ref in tuple(self._all.values()))
+        streams = [ref() for ref in [*self._all.values()]]
         return [s for s in streams if s is not None and s.port_events]
 
     def take_all(self) -> list[_S]:
         """Every stream, forgetting them all (the port is closing)."""
-        refs = [
-            *self._all.values(),
-            *(r for group in self._by_order.values() for r in group.values()),
-        ]
-        self._all = {}
-        self._by_order = {}
+        # Fresh dicts first: callbacks of streams collected meanwhile then find nothing to delete.
+        every, by_order = self._all, self._by_order
+        self._all, self._by_order = {}, {}
+        refs = [*every.values(), *(r for group in by_order.values() for r in group.values())]
         return [stream for ref in refs if (stream := ref()) is not None]
 
 
@@ -225,21 +222,6 @@ async def wait_reply(
     if reply.done():
         return reply.result()
     raise _ack_timeout(timeout, client_order_id)
-
-
-async def own_reply(
-    reply: asyncio.Future[_T], timeout: float | None, client_order_id: str | None
-) -> _T:
-    """Await a reply future nobody else awaits, for at most ``timeout`` seconds. Unlike
-    ``wait_reply`` it cancels the future on timeout, and costs one turn of the event loop less
-    per reply."""
-    try:
-        async with asyncio.timeout(timeout):
-            return await reply
-    except TimeoutError:
-        if not reply.cancelled():
-            raise  # not ours: raised by the awaited future itself
-        raise _ack_timeout(timeout, client_order_id) from None
 
 
 def _ack_timeout(timeout: float | None, client_order_id: str | None) -> AckTimeoutError:

@@ -435,11 +435,7 @@ class BlockingOrderExecutionPort:
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AckTimeoutError(
-                    f"no acknowledgement within {timeout} s; the request may have been executed",
-                    timeout=timeout,
-                    client_order_id=client_order_id,
-                )
+                raise AckTimeoutError(timeout=timeout, client_order_id=client_order_id)
             self._pump(remaining, until=request_id)
         self._waiting.pop(request_id, None)
         return self._answers.pop(request_id)

@@ -552,11 +552,12 @@ class VenueServer:
         requests and whenever it has nothing more to read. Without a journal, events are encoded
         only then, after the replies have left."""
         replies = [self._reply(o) for o in outputs if isinstance(o, Respond)]
+        reports = [o.report for o in outputs if isinstance(o, Publish)]
         if self._replaying is None and self._journal is None:
             self._out_replies += replies
-            self._out_reports += [o.report for o in outputs if isinstance(o, Publish)]
+            self._out_reports += reports
         else:
-            events = self._keep_events([o.report for o in outputs if isinstance(o, Publish)])
+            events = self._keep_events(reports)
             self._record(record, events, replies)  # before anything of the step leaves
             if self._replaying is not None:
                 return

@@ -111,9 +111,11 @@ class ConnectivityError(PortError):
 class AckTimeoutError(ConnectivityError, TimeoutError):
     """No acknowledgement within ``timeout`` seconds. The request may have been executed."""
 
-    def __init__(self, message: str, *, timeout: float, client_order_id: str | None = None):
+    def __init__(
+        self, message: str | None = None, *, timeout: float, client_order_id: str | None = None
+    ):
         super().__init__(
-            message,
+            message or f"no acknowledgement within {timeout} s; the request may have been executed",
             reason=ErrorReason.ACK_TIMEOUT,
             outcome=Outcome.UNKNOWN,
             client_order_id=client_order_id,

@@ -221,12 +221,6 @@ async def wait_reply(
                 timer.cancel()
     if reply.done():
         return reply.result()
-    raise _ack_timeout(timeout, client_order_id)
-
-
-def _ack_timeout(timeout: float | None, client_order_id: str | None) -> AckTimeoutError:
-    return AckTimeoutError(
-        f"no acknowledgement within {timeout} s; the request may have been executed",
-        timeout=timeout if timeout is not None else 0.0,
-        client_order_id=client_order_id,
+    raise AckTimeoutError(
+        timeout=timeout if timeout is not None else 0.0, client_order_id=client_order_id
     )

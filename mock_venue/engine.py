@@ -22,7 +22,9 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mock_venue.clock import Clock
 from mock_venue.config import (
@@ -56,6 +58,7 @@ from ports.enums import (
     TimeInForce,
 )
 from ports.models import (
+    MAX_AMOUNT,
     Acknowledgement,
     AmendOrder,
     CancelAllAcknowledgement,
@@ -65,6 +68,8 @@ from ports.models import (
     ListOpenOrders,
     OpenOrders,
     OrderSnapshot,
+    Price,
+    Quantity,
     QueryOrder,
     Rejection,
     Reply,
@@ -73,6 +78,41 @@ from ports.models import (
 )
 
 _F = TypeVar("_F", bound=Fault)
+_M = TypeVar("_M", bound=BaseModel)
+_set = object.__setattr__
+
+
+def _built(model: type[_M], fields: dict[str, Any]) -> _M:
+    """``model(**fields)`` without validating it: what ``model_construct`` does, less its handling
+    of defaults and aliases (which makes it slower than validation). For the models the engine
+    builds on every order (reports, snapshots, acknowledgements) out of validated requests,
+    checked control commands and its own state: validating a report costs ~4.5 us, a snapshot
+    ~3.7 us, two fifths of the engine's time per submit. ``fields`` holds every field, in
+    declaration order (the order they go on the wire in); the property test checks that each
+    model built so equals the validated one, types of its values included."""
+    instance = model.__new__(model)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", set(fields))
+    _set(instance, "__pydantic_extra__", None)
+    _set(instance, "__pydantic_private__", None)
+    return instance
+
+
+def _acknowledgement(action: AckAction, order: OrderSnapshot) -> Acknowledgement:
+    return _built(Acknowledgement, {"action": action, "order": order})
+
+
+_QUANTITY: TypeAdapter[Decimal] = TypeAdapter(Quantity)
+_PRICE: TypeAdapter[Decimal] = TypeAdapter(Price)
+
+
+def _control_value(adapter: TypeAdapter[Decimal], value: object, what: str) -> Decimal:
+    """A quantity or price a control command gives: what reports carry is built unvalidated, so
+    it is checked here, before the engine changes anything."""
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as error:
+        raise VenueControlError(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
 
 
 class VenueControlError(ValueError):
@@ -217,6 +257,8 @@ class VenueEngine:
         self.config = config
         self._clock = clock
         self._now = clock.now()
+        if self._now.utcoffset() is None:  # every time the engine reports is taken as it comes
+            raise ValueError("the engine's clock must give timezone-aware times")
         self._instruments = {i.symbol: i for i in config.instruments}
         self._orders: dict[tuple[str, str], _Order] = {}
         self._open: dict[str, dict[tuple[str, str], _Order]] = {s: {} for s in self._instruments}
@@ -358,12 +400,13 @@ class VenueEngine:
         limit price, else the reference price)."""
         self._run_timers()
         order = self._working_order(strategy_id, client_order_id)
-        qty = order.leaves_qty if quantity is None else Decimal(quantity)
+        qty = order.leaves_qty if quantity is None else _control_value(_QUANTITY, quantity, "fill")
         if not 0 < qty <= order.leaves_qty:
             raise VenueControlError(f"fill quantity {qty} not in (0, {order.leaves_qty}]")
-        px = Decimal(price) if price is not None else self._natural_price(order)
-        if px <= 0:
-            raise VenueControlError("fill price must be positive")
+        if price is None:
+            px = self._natural_price(order)
+        else:
+            px = _control_value(_PRICE, price, "fill price")
         self._apply_fill(order, qty, px)
         return self._flush()
 
@@ -378,9 +421,10 @@ class VenueEngine:
         """The venue reduces a working order's quantity on its own."""
         self._run_timers()
         order = self._working_order(strategy_id, client_order_id)
-        if not 0 < quantity < order.quantity:
+        quantity = _control_value(_QUANTITY, quantity, "restatement quantity")
+        if not quantity < order.quantity:
             raise VenueControlError(f"a restatement reduces the quantity below {order.quantity}")
-        self._set_quantity(order, Decimal(quantity), ExecType.RESTATED)
+        self._set_quantity(order, quantity, ExecType.RESTATED)
         return self._flush()
 
     # --- requests -----------------------------------------------------------------------------
@@ -489,7 +533,7 @@ class VenueEngine:
         order.accepted_at, order.accepted_seq = self._now, order.last_seq
         self._answer_submit(
             order,
-            Acknowledgement(action=AckAction.SUBMIT, order=self._snapshot(order, accepted=True)),
+            _acknowledgement(AckAction.SUBMIT, self._snapshot(order, accepted=True)),
         )
         if order.cancel_on_accept:
             self._terminate(order, OrderStatus.CANCELED, ExecType.CANCELED, CancelReason.CANCEL_ALL)
@@ -589,16 +633,12 @@ class VenueEngine:
                 order.limit_price = request.limit_price
             new_qty = request.quantity if request.quantity is not None else order.quantity
             self._set_quantity(order, new_qty, ExecType.AMENDED)
-            self._respond(
-                pending.token, Acknowledgement(action=AckAction.AMEND, order=self._snapshot(order))
-            )
+            self._respond(pending.token, _acknowledgement(AckAction.AMEND, self._snapshot(order)))
             if isinstance(order.instrument.fill_model, PricePathFill):
                 self._cross(order, resting=False)
         else:
             self._terminate(order, OrderStatus.CANCELED, ExecType.CANCELED, CancelReason.REQUESTED)
-            self._respond(
-                pending.token, Acknowledgement(action=AckAction.CANCEL, order=self._snapshot(order))
-            )
+            self._respond(pending.token, _acknowledgement(AckAction.CANCEL, self._snapshot(order)))
 
     def _cancel_all(self, request: CancelAllOrders, token: Hashable) -> None:
         canceled = []
@@ -695,10 +735,11 @@ class VenueEngine:
         model = self._instruments[symbol].fill_model
         assert isinstance(model, PricePathFill)
         rng, tick = self._price_rngs[symbol], self._instruments[symbol].tick_size
+        top = MAX_AMOUNT // tick * tick  # a price the reports can carry
 
         def step() -> None:
             move = rng.randint(-model.max_ticks_per_step, model.max_ticks_per_step)
-            self._prices[symbol] = max(tick, self._prices[symbol] + move * tick)
+            self._prices[symbol] = min(max(tick, self._prices[symbol] + move * tick), top)
             for order in list(self._open[symbol].values()):
                 self._cross(order, resting=True)
             self._schedule(model.step_interval, step)
@@ -917,50 +958,41 @@ class VenueEngine:
             return order.rejection
         if order.accepted_at is None:
             return None
-        return Acknowledgement(action=AckAction.SUBMIT, order=self._snapshot(order, accepted=True))
+        return _acknowledgement(AckAction.SUBMIT, self._snapshot(order, accepted=True))
 
     def _snapshot(self, order: _Order, *, accepted: bool = False) -> OrderSnapshot:
         """The order now, or (``accepted``) as it stood the moment it was accepted."""
         request = order.request
         if accepted:
             assert order.accepted_at is not None
-            return OrderSnapshot(
-                strategy_id=request.strategy_id,
-                client_order_id=request.client_order_id,
-                venue_order_id=order.venue_order_id,
-                instrument=request.instrument,
-                side=request.side,
-                order_type=request.order_type,
-                time_in_force=request.time_in_force,
-                quantity=request.quantity,
-                limit_price=request.limit_price,
-                expire_at=request.expire_at,
-                status=OrderStatus.NEW,
-                cum_qty=Decimal(0),
-                leaves_qty=request.quantity,
-                avg_px=None,
-                last_seq=order.accepted_seq,
-                created_at=order.created_at,
-                updated_at=order.accepted_at,
-            )
-        return OrderSnapshot(
-            strategy_id=request.strategy_id,
-            client_order_id=request.client_order_id,
-            venue_order_id=order.venue_order_id,
-            instrument=request.instrument,
-            side=request.side,
-            order_type=request.order_type,
-            time_in_force=request.time_in_force,
-            quantity=order.quantity,
-            limit_price=order.limit_price,
-            expire_at=request.expire_at,
-            status=order.status,
-            cum_qty=order.cum_qty,
-            leaves_qty=order.leaves_qty,
-            avg_px=order.avg_px,
-            last_seq=order.last_seq,
-            created_at=order.created_at,
-            updated_at=order.updated_at or order.created_at,
+            quantity, limit_price, status = request.quantity, request.limit_price, OrderStatus.NEW
+            cum_qty, leaves_qty, avg_px = Decimal(0), request.quantity, None
+            last_seq, updated_at = order.accepted_seq, order.accepted_at
+        else:
+            quantity, limit_price, status = order.quantity, order.limit_price, order.status
+            cum_qty, leaves_qty, avg_px = order.cum_qty, order.leaves_qty, order.avg_px
+            last_seq, updated_at = order.last_seq, order.updated_at or order.created_at
+        return _built(
+            OrderSnapshot,
+            {
+                "strategy_id": request.strategy_id,
+                "client_order_id": request.client_order_id,
+                "venue_order_id": order.venue_order_id,
+                "instrument": request.instrument,
+                "side": request.side,
+                "order_type": request.order_type,
+                "time_in_force": request.time_in_force,
+                "quantity": quantity,
+                "limit_price": limit_price,
+                "expire_at": request.expire_at,
+                "status": status,
+                "cum_qty": cum_qty,
+                "leaves_qty": leaves_qty,
+                "avg_px": avg_px,
+                "last_seq": last_seq,
+                "created_at": order.created_at,
+                "updated_at": updated_at,
+            },
         )
 
     def _publish(
@@ -981,29 +1013,32 @@ class VenueEngine:
         order.last_seq = seq
         order.updated_at = self._now
         request = order.request
-        report = ExecutionReport(
-            seq=seq,
-            venue_seq=self._venue_seq,
-            exec_type=exec_type,
-            status=order.status,
-            strategy_id=strategy,
-            client_order_id=request.client_order_id,
-            venue_order_id=order.venue_order_id,
-            instrument=request.instrument,
-            side=request.side,
-            order_type=request.order_type,
-            limit_price=order.limit_price,
-            quantity=order.quantity,
-            cum_qty=order.cum_qty,
-            leaves_qty=order.leaves_qty,
-            avg_px=order.avg_px,
-            last_qty=last_qty,
-            last_px=last_px,
-            fill_id=fill_id,
-            reject_reason=reject_reason,
-            cancel_reason=cancel_reason,
-            text=text,
-            venue_time=self._now,
+        report = _built(
+            ExecutionReport,
+            {
+                "seq": seq,
+                "venue_seq": self._venue_seq,
+                "exec_type": exec_type,
+                "status": order.status,
+                "strategy_id": strategy,
+                "client_order_id": request.client_order_id,
+                "venue_order_id": order.venue_order_id,
+                "instrument": request.instrument,
+                "side": request.side,
+                "order_type": request.order_type,
+                "limit_price": order.limit_price,
+                "quantity": order.quantity,
+                "cum_qty": order.cum_qty,
+                "leaves_qty": order.leaves_qty,
+                "avg_px": order.avg_px,
+                "last_qty": last_qty,
+                "last_px": last_px,
+                "fill_id": fill_id,
+                "reject_reason": reject_reason,
+                "cancel_reason": cancel_reason,
+                "text": text,
+                "venue_time": self._now,
+            },
         )
         self._out.append(Publish(report))
 

@@ -34,9 +34,10 @@ Identifier = Annotated[
 
 # Bounded so that every venue computation (lots, ticks, notionals) stays exact in Decimal's
 # default 28-digit context: a trillion units at a trillion, to twelve decimal places.
-_LIMIT = Decimal("1e12")
-Quantity = Annotated[Decimal, Field(gt=0, le=_LIMIT, decimal_places=12, allow_inf_nan=False)]
-Price = Annotated[Decimal, Field(gt=0, le=_LIMIT, decimal_places=12, allow_inf_nan=False)]
+MAX_AMOUNT = Decimal("1e12")
+"""The largest quantity or price there is."""
+Quantity = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False)]
+Price = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False)]
 NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 AveragePrice = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 """A quantity-weighted average: as many decimals as the division gives."""

@@ -13,6 +13,7 @@ from typing import Literal
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from mock_venue.clock import ManualClock
 from mock_venue.config import (
@@ -27,10 +28,12 @@ from mock_venue.engine import Output, Publish, Respond, VenueControlError, Venue
 from mock_venue.faults import DelayAcks, DelayFills, DropReplies, Fault, RejectOrders, Throttle
 from ports.enums import ErrorReason, ExecType, OrderStatus, OrderType, Side, TimeInForce
 from ports.models import (
+    Acknowledgement,
     AmendOrder,
     CancelAllOrders,
     CancelOrder,
     ExecutionReport,
+    OrderSnapshot,
     Rejection,
     Reply,
     Request,
@@ -456,7 +459,36 @@ def check_order(reports: list[ExecutionReport], fill_ids: set[str]) -> None:
             terminal = r.status
 
 
+def check_same_types(built: object, validated: object) -> None:
+    """Validation can coerce a value to an equal one of another type (a StrEnum to a str)."""
+    assert type(built) is type(validated), (built, validated)
+    if isinstance(built, BaseModel):
+        for name in type(built).model_fields:
+            check_same_types(getattr(built, name), getattr(validated, name))
+    elif isinstance(built, tuple):
+        assert isinstance(validated, tuple)
+        for b, v in zip(built, validated, strict=True):
+            check_same_types(b, v)
+
+
+def check_models(run: Run, engine: VenueEngine) -> None:
+    """The engine builds its reports, snapshots and acknowledgements without validating them:
+    each must be exactly what validation gives, field order (the order on the wire) and the
+    types of the values included."""
+    models: list[BaseModel] = [
+        o.report if isinstance(o, Publish) else o.result for o in run.outputs
+    ]
+    for model in [*models, *engine.orders()]:
+        validated = type(model).model_validate(model.model_dump())
+        assert validated == model, model
+        assert validated.model_dump_json() == model.model_dump_json(), model
+        check_same_types(model, validated)
+        if isinstance(model, ExecutionReport | OrderSnapshot | Acknowledgement):
+            assert model.model_fields_set == set(type(model).model_fields), model
+
+
 def check_run(run: Run, engine: VenueEngine) -> None:
+    check_models(run, engine)
     reports = [o.report for o in run.outputs if isinstance(o, Publish)]
     check_sequences(reports)
 

@@ -400,7 +400,11 @@ class VenueEngine:
         limit price, else the reference price)."""
         self._run_timers()
         order = self._working_order(strategy_id, client_order_id)
-        qty = order.leaves_qty if quantity is None else _control_value(_QUANTITY, quantity, "fill")
+        qty = (
+            order.leaves_qty
+            if quantity is None
+            else _control_value(_QUANTITY, quantity, "fill quantity")
+        )
         if not 0 < qty <= order.leaves_qty:
             raise VenueControlError(f"fill quantity {qty} not in (0, {order.leaves_qty}]")
         if price is None:

@@ -152,9 +152,9 @@ def _utc_now() -> datetime:
 class BlockingOrderExecutionPort:
     """Submit, amend and cancel orders of one strategy over ZeroMQ, blocking.
 
-    Mirrors ``OrderExecutionPort`` method for method, without ``await``: ``submit`` waits for the
-    acknowledgement, ``submit_nowait`` returns a handle, ``updates()`` streams reports,
-    ``in_doubt()`` names the orders whose outcome is not known yet. Options as for
+    Mirrors ``OrderExecutionPort`` method for method, without ``await``: ``submit_order`` waits
+    for the acknowledgement, ``submit_order_nowait`` returns a handle, ``updates()`` streams
+    reports, ``in_doubt()`` names the orders whose outcome is not known yet. Options as for
     ``ZmqOrderExecutionPort``.
     """
 
@@ -278,31 +278,31 @@ class BlockingOrderExecutionPort:
 
     # --- requests -----------------------------------------------------------------------------
 
-    def submit(self, order: SubmitOrder, *, timeout: float | None = None) -> Acknowledgement:
+    def submit_order(self, order: SubmitOrder, *, timeout: float | None = None) -> Acknowledgement:
         """Place an order; return once the venue accepted it (or raise the typed error)."""
         return self._call(order, Acknowledgement, timeout)
 
-    def submit_nowait(self, order: SubmitOrder) -> BlockingOrderHandle:
+    def submit_order_nowait(self, order: SubmitOrder) -> BlockingOrderHandle:
         """Place an order; return once it is sent."""
         return self._send_nowait(order)
 
-    def amend(self, amend: AmendOrder, *, timeout: float | None = None) -> Acknowledgement:
+    def amend_order(self, amend: AmendOrder, *, timeout: float | None = None) -> Acknowledgement:
         """Change a working order; return once the venue applied it."""
         return self._call(amend, Acknowledgement, timeout)
 
-    def amend_nowait(self, amend: AmendOrder) -> BlockingOrderHandle:
+    def amend_order_nowait(self, amend: AmendOrder) -> BlockingOrderHandle:
         """Change a working order; return once the request is sent."""
         return self._send_nowait(amend)
 
-    def cancel(self, cancel: CancelOrder, *, timeout: float | None = None) -> Acknowledgement:
+    def cancel_order(self, cancel: CancelOrder, *, timeout: float | None = None) -> Acknowledgement:
         """Cancel a working order; return once it is canceled."""
         return self._call(cancel, Acknowledgement, timeout)
 
-    def cancel_nowait(self, cancel: CancelOrder) -> BlockingOrderHandle:
+    def cancel_order_nowait(self, cancel: CancelOrder) -> BlockingOrderHandle:
         """Cancel a working order; return once the request is sent."""
         return self._send_nowait(cancel)
 
-    def cancel_all(
+    def cancel_all_orders(
         self,
         instrument: str | None = None,
         side: Side | None = None,

@@ -148,7 +148,7 @@ def submit(
             limit_price=price,
             time_in_force=TimeInForce(tif),
         )
-        _show(port.submit(order), as_json)
+        _show(port.submit_order(order), as_json)
 
 
 @main.command()
@@ -175,7 +175,7 @@ def amend(
             quantity=quantity,
             limit_price=price,
         )
-        _show(port.amend(request), as_json)
+        _show(port.amend_order(request), as_json)
 
 
 @main.command()
@@ -193,7 +193,8 @@ def cancel(
     """Cancel a working order."""
     with _port(strategy, command_endpoint, events, timeout) as port:
         _show(
-            port.cancel(CancelOrder(client_order_id=client_order_id, strategy_id=strategy)), as_json
+            port.cancel_order(CancelOrder(client_order_id=client_order_id, strategy_id=strategy)),
+            as_json,
         )
 
 
@@ -213,7 +214,7 @@ def cancel_all(
 ) -> None:
     """Cancel every open order of the strategy."""
     with _port(strategy, command_endpoint, events, timeout) as port:
-        result = port.cancel_all(instrument, Side(side) if side else None)
+        result = port.cancel_all_orders(instrument, Side(side) if side else None)
         if as_json:
             click.echo(result.model_dump_json())
         else:

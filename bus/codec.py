@@ -29,6 +29,7 @@ from ports.models import (
     ListOpenOrders,
     OpenOrders,
     OrderSnapshot,
+    PortEvent,
     QueryOrder,
     Rejection,
     SubmitOrder,
@@ -116,6 +117,7 @@ class MessageType(StrEnum):
     # event channel
     EXECUTION_REPORT = "execution_report"
     HEARTBEAT = "heartbeat"
+    PORT_EVENT = "port_event"  # a gateway relays its hosted port's events (not numbered)
 
 
 MODELS: Final[Mapping[str, type[BaseModel]]] = {
@@ -136,6 +138,7 @@ MODELS: Final[Mapping[str, type[BaseModel]]] = {
     MessageType.ERROR: Rejection,
     MessageType.EXECUTION_REPORT: ExecutionReport,
     MessageType.HEARTBEAT: Heartbeat,
+    MessageType.PORT_EVENT: PortEvent,
 }
 TYPES: Final[Mapping[type[BaseModel], str]] = {model: name for name, model in MODELS.items()}
 

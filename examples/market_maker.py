@@ -26,7 +26,7 @@ The API patterns (``bus.ZmqOrderExecutionPort``, asyncio):
   ``order_status`` before anything else is sent about it; a submit the venue never saw is resent
   unchanged, which the venue deduplicates. A ``ConnectivityError`` with outcome DEFINITE sent
   nothing.
-- No requests while the port is not ``CONNECTED``; ``cancel_all`` at start (quotes a previous
+- No requests while the port is not ``CONNECTED``; ``cancel_all_orders`` at start (quotes a previous
   incarnation left) and at the end.
 """
 
@@ -156,7 +156,7 @@ class MarketMaker:
     async def _quote(
         self, updates: UpdateStream[Update], stop: StopSignals, duration: float
     ) -> str:
-        cleared = await self.port.cancel_all(self.quoting.instrument)
+        cleared = await self.port.cancel_all_orders(self.quoting.instrument)
         if cleared.client_order_ids:
             log.warning("canceled %d orders left by an earlier run", len(cleared.client_order_ids))
         deadline = self.loop.time() + duration if duration > 0 else None
@@ -270,11 +270,11 @@ class MarketMaker:
         """Send one request about ``order`` and act on its outcome, whatever it is."""
         try:
             if isinstance(request, SubmitOrder):
-                ack = await self.port.submit(request)
+                ack = await self.port.submit_order(request)
             elif isinstance(request, AmendOrder):
-                ack = await self.port.amend(request)
+                ack = await self.port.amend_order(request)
             else:
-                ack = await self.port.cancel(request)
+                ack = await self.port.cancel_order(request)
         except OrderRejectedError as error:  # definite: the venue did nothing
             await self._rejected(order, request, error)
         except ThrottleError as error:  # definite: nothing done; the port retried in the timeout
@@ -356,7 +356,7 @@ class MarketMaker:
     async def _wind_down(self, updates: UpdateStream[Update]) -> None:
         """Pull every quote, then read the stream until the venue has confirmed each order done."""
         try:
-            await self.port.cancel_all(self.quoting.instrument)
+            await self.port.cancel_all_orders(self.quoting.instrument)
         except PortError as error:  # throttled, or no answer: the loop below cancels one by one
             log.error("cancel_all failed: %s", error)
         deadline = self.loop.time() + WIND_DOWN

@@ -177,7 +177,7 @@ class Twap:
             updates.close()
 
     def _work_schedule(self, updates: BlockingUpdateStream[Update]) -> str:
-        cleared = self.port.cancel_all(self.instrument)  # a run starts with no child working
+        cleared = self.port.cancel_all_orders(self.instrument)  # a run starts with no child working
         if cleared.client_order_ids:
             log.warning("canceled %d orders left by an earlier run", len(cleared.client_order_ids))
         start = time.monotonic()
@@ -295,11 +295,11 @@ class Twap:
         """Send one request about ``child`` and act on its outcome, whatever it is."""
         try:
             if isinstance(request, SubmitOrder):
-                ack = self.port.submit(request)
+                ack = self.port.submit_order(request)
             elif isinstance(request, AmendOrder):
-                ack = self.port.amend(request)
+                ack = self.port.amend_order(request)
             else:
-                ack = self.port.cancel(request)
+                ack = self.port.cancel_order(request)
         except OrderRejectedError as error:  # definite: the venue did nothing
             self._rejected(child, request, error)
         except ThrottleError as error:  # definite: nothing done; the port retried in the timeout

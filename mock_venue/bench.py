@@ -5,8 +5,8 @@ modes falls on all of them alike. Latencies go into HDR histograms (microseconds
 
 - raw REQ/REP round trip, 100-byte payload: the baseline;
 - blocking client submit -> ack, and asyncio client submit -> ack, against the venue process;
-- pipelined submits, 32 in flight (asyncio client: 32 tasks awaiting ``submit``, and the same
-  with ``submit_nowait`` handles), against raw DEALER/ROUTER pipelined, and the
+- pipelined submits, 32 in flight (asyncio client: 32 tasks awaiting ``submit_order``, and the same
+  with ``submit_order_nowait`` handles), against raw DEALER/ROUTER pipelined, and the
   ceiling: raw DEALER/ROUTER where the server validates each submit with the port's model and
   publishes one event (what any venue that validates at the edge cannot beat);
 - fan-out: fills published to N strategy processes at once, counting loss;
@@ -153,7 +153,7 @@ def blocking_round_trips(
     for n in range(start, start + count):
         order = _order(port.strategy_id, n)  # the caller's input, like raw's payload
         started = time.perf_counter()
-        port.submit(order)
+        port.submit_order(order)
         results.record("blocking_submit_ack", (time.perf_counter() - started) * 1e6)
 
 
@@ -184,7 +184,7 @@ async def async_round_trips(
     for n in range(start, start + count):
         order = _order(port.strategy_id, n)
         started = time.perf_counter()
-        await port.submit(order)
+        await port.submit_order(order)
         results.record("asyncio_submit_ack", (time.perf_counter() - started) * 1e6)
 
 
@@ -192,16 +192,16 @@ async def async_pipelined(
     port: ZmqOrderExecutionPort, results: Results, count: int, start: int, *, handles: bool
 ) -> None:
     """``IN_FLIGHT`` tasks, each submitting in a loop: always that many in flight. ``handles``:
-    with ``submit_nowait``, so each order's handle and update stream are in the figure too. The
-    orders are built before the clock starts, as raw's frames are."""
+    with ``submit_order_nowait``, so each order's handle and update stream are in the figure
+    too. The orders are built before the clock starts, as raw's frames are."""
     orders = iter([_order(port.strategy_id, n) for n in range(start, start + count)])
 
     async def worker() -> None:
         for order in orders:
             if not handles:
-                await port.submit(order)
+                await port.submit_order(order)
                 continue
-            handle = await port.submit_nowait(order)
+            handle = await port.submit_order_nowait(order)
             await handle.acknowledged(timeout=30)
             await handle.events.aclose()
 
@@ -264,7 +264,7 @@ async def fan_out_strategy(command: str, events: str, strategy: str, orders: int
 
         async def one(n: int) -> None:
             async with window:
-                await port.submit(_order(strategy, n, FILLING))
+                await port.submit_order(_order(strategy, n, FILLING))
 
         await asyncio.gather(*(one(n) for n in range(orders)))
         deadline = time.monotonic() + 60
@@ -291,7 +291,7 @@ async def memory(venue: Endpoints, pid: int, orders: int) -> dict[str, Any]:
 
         async def one(n: int) -> None:
             async with window:
-                await port.submit(_order("memory", n), timeout=60)
+                await port.submit_order(_order("memory", n), timeout=60)
 
         await asyncio.gather(*(one(n) for n in range(orders)))
         loaded = rss_kib(pid)

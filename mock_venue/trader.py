@@ -102,7 +102,7 @@ async def trade(
             )
             sent = time.perf_counter()
             try:
-                await port.submit(order)
+                await port.submit_order(order)
             except (OrderRejectedError, ThrottleError):
                 counts["rejected"] += 1
                 continue
@@ -112,7 +112,7 @@ async def trade(
             await _maybe_change(port, rng, order, counts)
             if pace:
                 await asyncio.sleep(pace)  # a strategy's own rhythm, not synchronisation
-        await port.cancel_all()
+        await port.cancel_all_orders()
         # Every order is terminal now: the stream is complete once it reaches the highest
         # sequence number the venue reports for any of them.
         last = max([(await port.order_status(i)).last_seq for i in ids], default=0)
@@ -151,7 +151,7 @@ async def _maybe_change(
     """Amend about one order in five, cancel about one in six: they may have filled already."""
     try:
         if rng.random() < 0.2:
-            await port.amend(
+            await port.amend_order(
                 AmendOrder(
                     client_order_id=order.client_order_id,
                     strategy_id=order.strategy_id,
@@ -163,7 +163,7 @@ async def _maybe_change(
             cancel = CancelOrder(
                 client_order_id=order.client_order_id, strategy_id=order.strategy_id
             )
-            await port.cancel(cancel)
+            await port.cancel_order(cancel)
             counts["canceled"] += 1
     except OrderRejectedError:
         counts["too_late"] += 1  # filled (or killed) before the change arrived

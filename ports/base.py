@@ -367,25 +367,31 @@ class PortBase(OrderExecutionPort):
             )
         return OrderHandle(request, future, events)
 
-    async def submit(self, order: SubmitOrder, *, timeout: float | None = None) -> Acknowledgement:
+    async def submit_order(
+        self, order: SubmitOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
         return await self._call(order, Acknowledgement, timeout)
 
-    async def submit_nowait(self, order: SubmitOrder) -> OrderHandle:
+    async def submit_order_nowait(self, order: SubmitOrder) -> OrderHandle:
         return await self._send_nowait(order)
 
-    async def amend(self, amend: AmendOrder, *, timeout: float | None = None) -> Acknowledgement:
+    async def amend_order(
+        self, amend: AmendOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
         return await self._call(amend, Acknowledgement, timeout)
 
-    async def amend_nowait(self, amend: AmendOrder) -> OrderHandle:
+    async def amend_order_nowait(self, amend: AmendOrder) -> OrderHandle:
         return await self._send_nowait(amend)
 
-    async def cancel(self, cancel: CancelOrder, *, timeout: float | None = None) -> Acknowledgement:
+    async def cancel_order(
+        self, cancel: CancelOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
         return await self._call(cancel, Acknowledgement, timeout)
 
-    async def cancel_nowait(self, cancel: CancelOrder) -> OrderHandle:
+    async def cancel_order_nowait(self, cancel: CancelOrder) -> OrderHandle:
         return await self._send_nowait(cancel)
 
-    async def cancel_all(
+    async def cancel_all_orders(
         self,
         instrument: str | None = None,
         side: Side | None = None,

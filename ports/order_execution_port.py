@@ -3,10 +3,10 @@
 A port belongs to one strategy (``strategy_id``). Every request model passed to it must carry that
 strategy id. Submit, amend and cancel come in two acknowledgement patterns:
 
-- ``submit(order)`` waits for the venue's acknowledgement and returns it, or raises the typed error
-  (rejected, throttled, timed out);
-- ``submit_nowait(order)`` returns an ``OrderHandle`` as soon as the request is sent; await
-  ``handle.acknowledged(timeout)`` later, iterate ``handle.events``.
+- ``submit_order(order)`` waits for the venue's acknowledgement and returns it, or raises the
+  typed error (rejected, throttled, timed out);
+- ``submit_order_nowait(order)`` returns an ``OrderHandle`` as soon as the request is sent;
+  await ``handle.acknowledged(timeout)`` later, iterate ``handle.events``.
 
 Either way the venue's events also arrive on ``updates()``. Use the port as an async context
 manager; a closed port raises ``PortClosedError`` on every call.
@@ -91,31 +91,37 @@ class OrderExecutionPort(ABC):
         await self.close()
 
     @abstractmethod
-    async def submit(self, order: SubmitOrder, *, timeout: float | None = None) -> Acknowledgement:
+    async def submit_order(
+        self, order: SubmitOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
         """Place an order and wait until the venue accepts it."""
 
     @abstractmethod
-    async def submit_nowait(self, order: SubmitOrder) -> OrderHandle:
+    async def submit_order_nowait(self, order: SubmitOrder) -> OrderHandle:
         """Place an order; return once it is sent."""
 
     @abstractmethod
-    async def amend(self, amend: AmendOrder, *, timeout: float | None = None) -> Acknowledgement:
+    async def amend_order(
+        self, amend: AmendOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
         """Change a working order and wait until the venue has applied the change."""
 
     @abstractmethod
-    async def amend_nowait(self, amend: AmendOrder) -> OrderHandle:
+    async def amend_order_nowait(self, amend: AmendOrder) -> OrderHandle:
         """Change a working order; return once the request is sent."""
 
     @abstractmethod
-    async def cancel(self, cancel: CancelOrder, *, timeout: float | None = None) -> Acknowledgement:
+    async def cancel_order(
+        self, cancel: CancelOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
         """Cancel a working order and wait until it is canceled."""
 
     @abstractmethod
-    async def cancel_nowait(self, cancel: CancelOrder) -> OrderHandle:
+    async def cancel_order_nowait(self, cancel: CancelOrder) -> OrderHandle:
         """Cancel a working order; return once the request is sent."""
 
     @abstractmethod
-    async def cancel_all(
+    async def cancel_all_orders(
         self,
         instrument: str | None = None,
         side: Side | None = None,

@@ -119,32 +119,40 @@ class BlockingAsAsync(OrderExecutionPort):
     async def close(self) -> None:
         await self._worker.run(self._port.close)
 
-    async def submit(self, order: SubmitOrder, *, timeout: float | None = None) -> Acknowledgement:
-        return await self._worker.run(self._port.submit, order, timeout=timeout)
+    async def submit_order(
+        self, order: SubmitOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
+        return await self._worker.run(self._port.submit_order, order, timeout=timeout)
 
-    async def submit_nowait(self, order: SubmitOrder) -> OrderHandle:
-        return self._wrap(await self._worker.run(self._port.submit_nowait, order))
+    async def submit_order_nowait(self, order: SubmitOrder) -> OrderHandle:
+        return self._wrap(await self._worker.run(self._port.submit_order_nowait, order))
 
-    async def amend(self, amend: AmendOrder, *, timeout: float | None = None) -> Acknowledgement:
-        return await self._worker.run(self._port.amend, amend, timeout=timeout)
+    async def amend_order(
+        self, amend: AmendOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
+        return await self._worker.run(self._port.amend_order, amend, timeout=timeout)
 
-    async def amend_nowait(self, amend: AmendOrder) -> OrderHandle:
-        return self._wrap(await self._worker.run(self._port.amend_nowait, amend))
+    async def amend_order_nowait(self, amend: AmendOrder) -> OrderHandle:
+        return self._wrap(await self._worker.run(self._port.amend_order_nowait, amend))
 
-    async def cancel(self, cancel: CancelOrder, *, timeout: float | None = None) -> Acknowledgement:
-        return await self._worker.run(self._port.cancel, cancel, timeout=timeout)
+    async def cancel_order(
+        self, cancel: CancelOrder, *, timeout: float | None = None
+    ) -> Acknowledgement:
+        return await self._worker.run(self._port.cancel_order, cancel, timeout=timeout)
 
-    async def cancel_nowait(self, cancel: CancelOrder) -> OrderHandle:
-        return self._wrap(await self._worker.run(self._port.cancel_nowait, cancel))
+    async def cancel_order_nowait(self, cancel: CancelOrder) -> OrderHandle:
+        return self._wrap(await self._worker.run(self._port.cancel_order_nowait, cancel))
 
-    async def cancel_all(
+    async def cancel_all_orders(
         self,
         instrument: str | None = None,
         side: Side | None = None,
         *,
         timeout: float | None = None,
     ) -> CancelAllAcknowledgement:
-        return await self._worker.run(self._port.cancel_all, instrument, side, timeout=timeout)
+        return await self._worker.run(
+            self._port.cancel_all_orders, instrument, side, timeout=timeout
+        )
 
     async def order_status(
         self, client_order_id: str, *, timeout: float | None = None

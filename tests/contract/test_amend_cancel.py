@@ -42,11 +42,11 @@ def cancel(client_order_id: str) -> CancelOrder:
 
 async def test_amend_quantity_up_and_down_and_price(port: OrderExecutionPort) -> None:
     updates = port.updates()
-    await port.submit(limit("o1", quantity=100))
-    up = await port.amend(amend("o1", quantity=150))
+    await port.submit_order(limit("o1", quantity=100))
+    up = await port.amend_order(amend("o1", quantity=150))
     assert up.action is AckAction.AMEND
     assert (up.order.quantity, up.order.leaves_qty, up.order.status) == (150, 150, OrderStatus.NEW)
-    down = await port.amend(amend("o1", quantity=50, price="9.90"))
+    down = await port.amend_order(amend("o1", quantity=50, price="9.90"))
     assert (down.order.quantity, down.order.limit_price) == (50, Decimal("9.90"))
     events = await take(updates, 3)
     assert kinds(events) == [(A, "new"), (ExecType.AMENDED, "new"), (ExecType.AMENDED, "new")]
@@ -56,9 +56,9 @@ async def test_amend_quantity_up_and_down_and_price(port: OrderExecutionPort) ->
 async def test_amend_of_a_part_filled_order_keeps_cum_qty(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
-    await port.submit(limit("o1", quantity=100))
+    await port.submit_order(limit("o1", quantity=100))
     await venue.fill("s1", "o1", Decimal(30))
-    ack = await port.amend(amend("o1", quantity=200))
+    ack = await port.amend_order(amend("o1", quantity=200))
     assert (ack.order.cum_qty, ack.order.leaves_qty) == (30, 170)
     assert ack.order.status is OrderStatus.PARTIALLY_FILLED
 
@@ -67,9 +67,9 @@ async def test_amend_at_or_below_cum_qty_leaves_the_order_filled(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("o1", quantity=100))
+    await port.submit_order(limit("o1", quantity=100))
     await venue.fill("s1", "o1", Decimal(60))
-    ack = await port.amend(amend("o1", quantity=50))
+    ack = await port.amend_order(amend("o1", quantity=50))
     assert (ack.order.status, ack.order.quantity, ack.order.leaves_qty) == (
         OrderStatus.FILLED,
         60,
@@ -81,8 +81,8 @@ async def test_amend_at_or_below_cum_qty_leaves_the_order_filled(
 
 async def test_cancel_a_working_order(port: OrderExecutionPort) -> None:
     updates = port.updates()
-    await port.submit(limit("o1"))
-    ack = await port.cancel(cancel("o1"))
+    await port.submit_order(limit("o1"))
+    ack = await port.cancel_order(cancel("o1"))
     assert (ack.action, ack.order.status, ack.order.leaves_qty) == (
         AckAction.CANCEL,
         OrderStatus.CANCELED,
@@ -97,9 +97,9 @@ async def test_cancel_a_working_order(port: OrderExecutionPort) -> None:
 
 
 async def test_cancel_a_part_filled_order(port: OrderExecutionPort, venue: VenueControl) -> None:
-    await port.submit(limit("o1", quantity=100))
+    await port.submit_order(limit("o1", quantity=100))
     await venue.fill("s1", "o1", Decimal(40))
-    ack = await port.cancel(cancel("o1"))
+    ack = await port.cancel_order(cancel("o1"))
     assert (ack.order.status, ack.order.cum_qty, ack.order.leaves_qty) == (
         OrderStatus.CANCELED,
         40,
@@ -112,10 +112,14 @@ async def test_cancel_or_amend_after_the_fill_is_too_late(
     port: OrderExecutionPort, venue: VenueControl, change: CancelOrder | AmendOrder
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("o1"))
+    await port.submit_order(limit("o1"))
     await venue.fill("s1", "o1")
     with pytest.raises(OrderRejectedError) as caught:
-        await (port.cancel(change) if isinstance(change, CancelOrder) else port.amend(change))
+        await (
+            port.cancel_order(change)
+            if isinstance(change, CancelOrder)
+            else port.amend_order(change)
+        )
     assert caught.value.reason is ErrorReason.TOO_LATE
     rejected = (await take(updates, 3))[2]
     expected = (
@@ -127,9 +131,9 @@ async def test_cancel_or_amend_after_the_fill_is_too_late(
 
 async def test_cancel_racing_a_fill_loses(port: OrderExecutionPort, venue: VenueControl) -> None:
     updates = port.updates()
-    await port.submit(limit("o1"))
+    await port.submit_order(limit("o1"))
     await venue.inject(DelayAcks(delay=1.0, count=1))
-    handle = await port.cancel_nowait(cancel("o1"))
+    handle = await port.cancel_order_nowait(cancel("o1"))
     # The cancel and the scripted fill travel on different channels: only once the stream shows
     # the cancel pending is it sure to be at the venue before the fill.
     events = await take(updates, 2)
@@ -153,9 +157,9 @@ async def test_fills_while_an_amend_is_pending_use_the_old_terms(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("o1", quantity=100, price="10.00"))
+    await port.submit_order(limit("o1", quantity=100, price="10.00"))
     await venue.inject(DelayAcks(delay=1.0, count=1))
-    handle = await port.amend_nowait(amend("o1", quantity=200, price="10.50"))
+    handle = await port.amend_order_nowait(amend("o1", quantity=200, price="10.50"))
     events = await take(updates, 2)  # the amend is pending at the venue (see the cancel race)
     await venue.fill("s1", "o1", Decimal(30))
     await venue.advance(1)
@@ -184,12 +188,16 @@ async def test_fills_while_an_amend_is_pending_use_the_old_terms(
 async def test_a_second_change_while_one_is_pending_is_rejected(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
-    await port.submit(limit("o1"))
+    await port.submit_order(limit("o1"))
     await venue.inject(DelayAcks(delay=1.0, count=1))
-    first = await port.amend_nowait(amend("o1", quantity=200))
+    first = await port.amend_order_nowait(amend("o1", quantity=200))
     for second in (amend("o1", quantity=300), cancel("o1")):
         with pytest.raises(OrderRejectedError) as caught:
-            await (port.cancel(second) if isinstance(second, CancelOrder) else port.amend(second))
+            await (
+                port.cancel_order(second)
+                if isinstance(second, CancelOrder)
+                else port.amend_order(second)
+            )
         assert caught.value.reason is ErrorReason.REQUEST_PENDING
     await venue.advance(1)
     assert (await first.acknowledged(timeout=5)).order.quantity == 200
@@ -200,7 +208,11 @@ async def test_cancel_or_amend_of_an_unknown_order_is_rejected(
     port: OrderExecutionPort, change: CancelOrder | AmendOrder
 ) -> None:
     with pytest.raises(OrderRejectedError) as caught:
-        await (port.cancel(change) if isinstance(change, CancelOrder) else port.amend(change))
+        await (
+            port.cancel_order(change)
+            if isinstance(change, CancelOrder)
+            else port.amend_order(change)
+        )
     assert (caught.value.reason, caught.value.client_order_id) == (
         ErrorReason.UNKNOWN_ORDER,
         "ghost",
@@ -210,23 +222,23 @@ async def test_cancel_or_amend_of_an_unknown_order_is_rejected(
 
 
 async def test_cancel_all_by_instrument_side_then_everything(port: OrderExecutionPort) -> None:
-    await port.submit(limit("m-buy", "MAN"))
-    await port.submit(limit("m-sell", "MAN", side=Side.SELL))
-    await port.submit(limit("s-buy", "SLC", 10, "40.00"))
-    first = await port.cancel_all(instrument="MAN", side=Side.SELL)
+    await port.submit_order(limit("m-buy", "MAN"))
+    await port.submit_order(limit("m-sell", "MAN", side=Side.SELL))
+    await port.submit_order(limit("s-buy", "SLC", 10, "40.00"))
+    first = await port.cancel_all_orders(instrument="MAN", side=Side.SELL)
     assert first.client_order_ids == ("m-sell",)
-    rest = await port.cancel_all()
+    rest = await port.cancel_all_orders()
     assert rest.client_order_ids == ("m-buy", "s-buy")
     assert await port.open_orders() == ()
-    assert (await port.cancel_all()).client_order_ids == ()
+    assert (await port.cancel_all_orders()).client_order_ids == ()
 
 
 async def test_unsolicited_cancel_and_restatement_reach_the_stream(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("o1", quantity=100))
-    await port.submit(limit("o2", quantity=100))
+    await port.submit_order(limit("o1", quantity=100))
+    await port.submit_order(limit("o2", quantity=100))
     await venue.restate("s1", "o1", Decimal(60))
     await venue.cancel_unsolicited("s1", "o2")
     events = await take(updates, 4)
@@ -240,8 +252,8 @@ async def test_cancel_all_also_cancels_orders_not_yet_acknowledged(
 ) -> None:
     updates = port.updates()
     await venue.inject(DelayAcks(delay=1.0, count=1))
-    handle = await port.submit_nowait(limit("slow"))
-    assert (await port.cancel_all()).client_order_ids == ("slow",)
+    handle = await port.submit_order_nowait(limit("slow"))
+    assert (await port.cancel_all_orders()).client_order_ids == ("slow",)
     await venue.advance(1)
     assert (await handle.acknowledged(timeout=5)).order.client_order_id == "slow"
     events = await take(updates, 2)
@@ -253,10 +265,10 @@ async def test_an_order_ending_while_an_amend_is_pending_rejects_the_amend(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("o1"))
+    await port.submit_order(limit("o1"))
     await venue.inject(DelayAcks(delay=1.0, count=1))
-    handle = await port.amend_nowait(amend("o1", quantity=200))
-    await port.cancel_all()
+    handle = await port.amend_order_nowait(amend("o1", quantity=200))
+    await port.cancel_all_orders()
     with pytest.raises(OrderRejectedError) as caught:
         await handle.acknowledged(timeout=5)
     assert caught.value.reason is ErrorReason.TOO_LATE

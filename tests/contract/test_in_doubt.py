@@ -45,11 +45,11 @@ async def test_an_unanswered_cancel_is_in_doubt_until_the_port_settles_it(
     async with port_factory(ack_timeout=0.2) as port:
         everything = port.updates(port_events=True)
         reports = port.updates()
-        await port.submit(limit("o1"))
+        await port.submit_order(limit("o1"))
         assert port.in_doubt() == frozenset()
         await venue.inject(DelayAcks(delay=10.0, count=1))
         with pytest.raises(AckTimeoutError):
-            await port.cancel(CancelOrder(client_order_id="o1", strategy_id=STRATEGY))
+            await port.cancel_order(CancelOrder(client_order_id="o1", strategy_id=STRATEGY))
         assert port.in_doubt() == {"o1"}  # already when the caller sees the timeout
         seen = await until_settled(everything)
         doubt, settled = port_events(seen)
@@ -83,7 +83,7 @@ async def test_a_submit_held_by_the_venue_settles_as_pending_new(
         everything = port.updates(port_events=True)
         await venue.inject(DelayAcks(delay=10.0, count=1))
         with pytest.raises(AckTimeoutError):
-            await port.submit(limit("o1"))
+            await port.submit_order(limit("o1"))
         seen = await until_settled(everything)
         settled = port_events(seen)[-1]
         assert settled.snapshot is not None

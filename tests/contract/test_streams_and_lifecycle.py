@@ -34,10 +34,10 @@ async def test_update_stream_is_complete_and_in_order(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("a", "IMM", 10, "100.00"))  # accepted, filled
-    await port.submit(limit("b", "SLC", 4, "50.00"))  # accepted, then 4 slices
-    await port.submit(limit("c"))  # accepted
-    await port.cancel(CancelOrder(client_order_id="c", strategy_id="s1"))  # canceled
+    await port.submit_order(limit("a", "IMM", 10, "100.00"))  # accepted, filled
+    await port.submit_order(limit("b", "SLC", 4, "50.00"))  # accepted, then 4 slices
+    await port.submit_order(limit("c"))  # accepted
+    await port.cancel_order(CancelOrder(client_order_id="c", strategy_id="s1"))  # canceled
     for _ in range(4):
         await venue.advance(1)
     events = await take(updates, 9)
@@ -55,8 +55,8 @@ async def test_update_stream_is_complete_and_in_order(
 
 async def test_order_stream_sees_only_its_order(port: OrderExecutionPort) -> None:
     only_b = port.updates("b")
-    await port.submit(limit("a", "IMM", 10, "100.00"))
-    await port.submit(limit("b", "IMM", 10, "100.00"))
+    await port.submit_order(limit("a", "IMM", 10, "100.00"))
+    await port.submit_order(limit("b", "IMM", 10, "100.00"))
     events = await take(only_b, 2)
     assert {e.client_order_id for e in events} == {"b"}
 
@@ -67,24 +67,24 @@ async def test_strategies_see_only_their_own_orders(
     mine = port.updates()
     async with port_factory("s2") as other:
         theirs = other.updates()
-        await other.submit(limit("x", "IMM", 10, "100.00", strategy_id="s2"))
-        await port.submit(limit("x", "IMM", 10, "100.00"))  # same id, other strategy: fine
+        await other.submit_order(limit("x", "IMM", 10, "100.00", strategy_id="s2"))
+        await port.submit_order(limit("x", "IMM", 10, "100.00"))  # same id, other strategy: fine
         mine_events = await take(mine, 2)
         their_events = await take(theirs, 2)
         assert {e.strategy_id for e in mine_events} == {"s1"}
         assert {e.strategy_id for e in their_events} == {"s2"}
         assert [e.seq for e in mine_events] == [e.seq for e in their_events] == [1, 2]
         with pytest.raises(OrderRejectedError) as caught:
-            await other.cancel(CancelOrder(client_order_id="x", strategy_id="s2"))
+            await other.cancel_order(CancelOrder(client_order_id="x", strategy_id="s2"))
         assert caught.value.reason is ErrorReason.TOO_LATE  # its own x, filled
         assert [o.client_order_id for o in await other.open_orders()] == []
 
 
 async def test_open_orders_lists_working_orders_oldest_first(port: OrderExecutionPort) -> None:
-    await port.submit(limit("first"))
-    await port.submit(limit("filled", "IMM", 10, "100.00"))
-    await port.submit(limit("second", "SLC", 4, "50.00"))
-    await port.submit(limit("third"))
+    await port.submit_order(limit("first"))
+    await port.submit_order(limit("filled", "IMM", 10, "100.00"))
+    await port.submit_order(limit("second", "SLC", 4, "50.00"))
+    await port.submit_order(limit("third"))
     assert [o.client_order_id for o in await port.open_orders()] == ["first", "second", "third"]
     assert [o.client_order_id for o in await port.open_orders("MAN")] == ["first", "third"]
 
@@ -93,24 +93,26 @@ async def test_request_for_another_strategy_is_refused_before_sending(
     port: OrderExecutionPort,
 ) -> None:
     with pytest.raises(OrderRejectedError) as caught:
-        await port.submit(limit("o1", strategy_id="someone-else"))
+        await port.submit_order(limit("o1", strategy_id="someone-else"))
     assert caught.value.reason is ErrorReason.INVALID_REQUEST
     with pytest.raises(OrderRejectedError):
         await port.order_status("o1")  # nothing reached the venue
 
 
 CALLS: dict[str, Callable[[OrderExecutionPort], Awaitable[Any]]] = {
-    "submit": lambda p: p.submit(limit("z")),
-    "submit_nowait": lambda p: p.submit_nowait(limit("z")),
-    "amend": lambda p: p.amend(
+    "submit": lambda p: p.submit_order(limit("z")),
+    "submit_nowait": lambda p: p.submit_order_nowait(limit("z")),
+    "amend": lambda p: p.amend_order(
         AmendOrder(client_order_id="z", strategy_id="s1", quantity=Decimal(1))
     ),
-    "amend_nowait": lambda p: p.amend_nowait(
+    "amend_nowait": lambda p: p.amend_order_nowait(
         AmendOrder(client_order_id="z", strategy_id="s1", quantity=Decimal(1))
     ),
-    "cancel": lambda p: p.cancel(CancelOrder(client_order_id="z", strategy_id="s1")),
-    "cancel_nowait": lambda p: p.cancel_nowait(CancelOrder(client_order_id="z", strategy_id="s1")),
-    "cancel_all": lambda p: p.cancel_all(),
+    "cancel": lambda p: p.cancel_order(CancelOrder(client_order_id="z", strategy_id="s1")),
+    "cancel_nowait": lambda p: p.cancel_order_nowait(
+        CancelOrder(client_order_id="z", strategy_id="s1")
+    ),
+    "cancel_all": lambda p: p.cancel_all_orders(),
     "order_status": lambda p: p.order_status("z"),
     "open_orders": lambda p: p.open_orders(),
 }
@@ -138,7 +140,7 @@ async def test_closed_port_refuses_every_call(port_factory: PortFactory, call: s
 async def test_closing_ends_streams_after_what_they_hold(port_factory: PortFactory) -> None:
     async with port_factory() as port:
         updates = port.updates()
-        handle = await port.submit_nowait(limit("o1", "IMM", 10, "100.00"))
+        handle = await port.submit_order_nowait(limit("o1", "IMM", 10, "100.00"))
         await take(handle.events, 2)  # both events have arrived; nobody read `updates` yet
     assert [e.exec_type async for e in updates] == [ExecType.ACCEPTED, ExecType.TRADE]
     assert [e async for e in handle.events] == []  # read already, and now ended
@@ -154,7 +156,7 @@ async def test_unanswered_requests_fail_when_the_port_closes(
     port = port_factory()
     await port.open()
     await venue.inject(DelayAcks(delay=5.0))
-    handle = await port.submit_nowait(limit("o1"))
+    handle = await port.submit_order_nowait(limit("o1"))
     await port.close()
     with pytest.raises(PortClosedError) as caught:
         await handle.acknowledged(timeout=5)
@@ -198,7 +200,7 @@ def test_amend_must_change_something() -> None:
 async def test_market_order_in_a_manual_book_waits_for_its_fill(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
-    await port.submit(market("m", "MAN", 20))
+    await port.submit_order(market("m", "MAN", 20))
     assert (await port.order_status("m")).status is OrderStatus.NEW
     await venue.fill("s1", "m", price=Decimal("10.05"))
     assert (await port.order_status("m")).avg_px == Decimal("10.05")

@@ -29,7 +29,7 @@ A, F, C = ExecType.ACCEPTED, ExecType.TRADE, ExecType.CANCELED
 
 async def test_submit_is_accepted_then_filled(port: OrderExecutionPort) -> None:
     updates = port.updates()
-    ack = await port.submit(limit("o1", "IMM", 10, "99.50"))
+    ack = await port.submit_order(limit("o1", "IMM", 10, "99.50"))
     assert ack.action is AckAction.SUBMIT
     assert ack.order.status is OrderStatus.NEW
     assert (ack.order.client_order_id, ack.order.quantity, ack.order.leaves_qty) == ("o1", 10, 10)
@@ -52,7 +52,7 @@ async def test_submit_is_accepted_then_filled(port: OrderExecutionPort) -> None:
 
 async def test_market_order_fills_at_the_reference_price(port: OrderExecutionPort) -> None:
     updates = port.updates()
-    await port.submit(market("m1", "IMM", 5, side=Side.SELL))
+    await port.submit_order(market("m1", "IMM", 5, side=Side.SELL))
     fill = (await until(updates, F))[-1]
     assert (fill.last_px, fill.status) == (Decimal(100), OrderStatus.FILLED)
 
@@ -61,7 +61,7 @@ async def test_sliced_fills_keep_cum_leaves_and_average_right(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("o1", "SLC", 10, "49.00"))
+    await port.submit_order(limit("o1", "SLC", 10, "49.00"))
     assert (await take(updates, 1))[0].exec_type is A
     fills = []
     for _ in range(4):
@@ -78,7 +78,7 @@ async def test_average_price_is_quantity_weighted(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("o1", "MAN", 100, "10.20"))
+    await port.submit_order(limit("o1", "MAN", 100, "10.20"))
     await venue.fill("s1", "o1", Decimal(40), Decimal("10.00"))
     await venue.fill("s1", "o1", Decimal(60), Decimal("10.10"))
     _, first, second = await take(updates, 3)
@@ -93,11 +93,11 @@ async def test_price_path_fills_a_resting_limit_when_crossed(
 ) -> None:
     updates = port.updates()
     # Marketable on arrival: fills at once at the reference price, not the limit.
-    await port.submit(limit("now", "PXP", 5, "25.00"))
+    await port.submit_order(limit("now", "PXP", 5, "25.00"))
     fill = (await until(updates, F))[-1]
     assert fill.last_px == Decimal(20)
     # A limit just below the path: rests, then fills at its own price once the walk crosses it.
-    await port.submit(limit("later", "PXP", 5, "19.98"))
+    await port.submit_order(limit("later", "PXP", 5, "19.98"))
     assert (await take(updates, 1))[0].exec_type is A
     for _ in range(600):
         status = await port.order_status("later")
@@ -109,7 +109,7 @@ async def test_price_path_fills_a_resting_limit_when_crossed(
 
 
 async def test_async_ack_returns_a_handle_with_its_events(port: OrderExecutionPort) -> None:
-    handle = await port.submit_nowait(limit("o1", "IMM", 10, "100.00"))
+    handle = await port.submit_order_nowait(limit("o1", "IMM", 10, "100.00"))
     ack = await handle.acknowledged(timeout=5)
     assert handle.done()
     assert ack.order.client_order_id == "o1"
@@ -121,7 +121,7 @@ async def test_async_ack_surfaces_a_rejection_and_publishes_it(
     port: OrderExecutionPort,
 ) -> None:
     updates = port.updates()
-    handle = await port.submit_nowait(limit("big", "IMM", 5000, "100.00"))
+    handle = await port.submit_order_nowait(limit("big", "IMM", 5000, "100.00"))
     with pytest.raises(OrderRejectedError) as caught:
         await handle.acknowledged(timeout=5)
     assert caught.value.reason is ErrorReason.LIMIT_EXCEEDED
@@ -145,15 +145,15 @@ async def test_venue_checks_reject_with_a_reason(
     port: OrderExecutionPort, order: SubmitOrder, reason: ErrorReason
 ) -> None:
     with pytest.raises(OrderRejectedError) as caught:
-        await port.submit(order)
+        await port.submit_order(order)
     error = caught.value
     assert (error.reason, error.outcome, error.retryable) == (reason, Outcome.DEFINITE, False)
 
 
 async def test_duplicate_client_order_id_is_rejected(port: OrderExecutionPort) -> None:
-    await port.submit(limit("o1"))
+    await port.submit_order(limit("o1"))
     with pytest.raises(OrderRejectedError) as caught:
-        await port.submit(limit("o1", price="10.10"))
+        await port.submit_order(limit("o1", price="10.10"))
     assert caught.value.reason is ErrorReason.DUPLICATE_CLIENT_ORDER_ID
     assert (await port.order_status("o1")).limit_price == Decimal("10.00")
 
@@ -161,15 +161,15 @@ async def test_duplicate_client_order_id_is_rejected(port: OrderExecutionPort) -
 async def test_resending_the_same_order_returns_the_original_answer(
     port: OrderExecutionPort,
 ) -> None:
-    first = await port.submit(limit("o1"))
-    again = await port.submit(limit("o1"))
+    first = await port.submit_order(limit("o1"))
+    again = await port.submit_order(limit("o1"))
     assert again == first
     assert [o.client_order_id for o in await port.open_orders()] == ["o1"]
 
 
 async def test_ioc_that_cannot_trade_is_killed(port: OrderExecutionPort) -> None:
     updates = port.updates()
-    await port.submit(limit("ioc", "MAN", 100, tif=TimeInForce.IOC))
+    await port.submit_order(limit("ioc", "MAN", 100, tif=TimeInForce.IOC))
     events = await take(updates, 2)
     assert kinds(events) == [(A, "new"), (C, "canceled")]
     assert events[1].cancel_reason is CancelReason.IOC_UNFILLED
@@ -178,7 +178,7 @@ async def test_ioc_that_cannot_trade_is_killed(port: OrderExecutionPort) -> None
 
 async def test_ioc_trades_what_it_can_and_cancels_the_rest(port: OrderExecutionPort) -> None:
     updates = port.updates()
-    await port.submit(limit("ioc", "SLC", 8, "50.00", tif=TimeInForce.IOC))
+    await port.submit_order(limit("ioc", "SLC", 8, "50.00", tif=TimeInForce.IOC))
     events = await take(updates, 3)
     assert kinds(events) == [(A, "new"), (F, "partially_filled"), (C, "canceled")]
     assert (events[2].cum_qty, events[2].leaves_qty) == (2, 0)
@@ -186,12 +186,12 @@ async def test_ioc_trades_what_it_can_and_cancels_the_rest(port: OrderExecutionP
 
 async def test_fok_fills_completely_or_not_at_all(port: OrderExecutionPort) -> None:
     updates = port.updates()
-    await port.submit(limit("fok-sliced", "SLC", 8, "50.00", tif=TimeInForce.FOK))
+    await port.submit_order(limit("fok-sliced", "SLC", 8, "50.00", tif=TimeInForce.FOK))
     killed = await take(updates, 2)
     assert kinds(killed) == [(A, "new"), (C, "canceled")]
     assert killed[1].cancel_reason is CancelReason.FOK_UNFILLED
     assert killed[1].cum_qty == 0
-    await port.submit(limit("fok-full", "IMM", 8, "100.00", tif=TimeInForce.FOK))
+    await port.submit_order(limit("fok-full", "IMM", 8, "100.00", tif=TimeInForce.FOK))
     assert kinds(await take(updates, 2)) == [(A, "new"), (F, "filled")]
 
 
@@ -200,7 +200,7 @@ async def test_order_expires_at_its_expiry(port: OrderExecutionPort, venue: Venu
     order = limit("o1", tif=TimeInForce.GTC).model_copy(
         update={"expire_at": START + timedelta(seconds=30)}
     )
-    await port.submit(order)
+    await port.submit_order(order)
     await venue.advance(29)
     await venue.advance(1)
     _, expired = await take(updates, 2)
@@ -213,8 +213,8 @@ async def test_day_order_expires_at_the_end_of_the_trading_day(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:
     updates = port.updates()
-    await port.submit(limit("day"))
-    await port.submit(limit("gtc", tif=TimeInForce.GTC))
+    await port.submit_order(limit("day"))
+    await port.submit_order(limit("gtc", tif=TimeInForce.GTC))
     await venue.advance(12 * 3600)  # 09:00 + 12 h passes the 21:00 close
     events = await take(updates, 3)
     assert kinds(events)[2] == (ExecType.EXPIRED, "expired")
@@ -225,5 +225,5 @@ async def test_day_order_expires_at_the_end_of_the_trading_day(
 async def test_an_order_past_its_expiry_is_never_executed(port: OrderExecutionPort) -> None:
     stale = limit("old").model_copy(update={"expire_at": START - timedelta(seconds=1)})
     with pytest.raises(OrderRejectedError) as caught:
-        await port.submit(stale)
+        await port.submit_order(stale)
     assert caught.value.reason is ErrorReason.STALE_ORDER

@@ -133,7 +133,7 @@ class Strategy:
             limit_price=Decimal("10.00"),
         )
         self.figures.submitted += 1
-        answer = await self.robust(lambda: self.port.submit(order))
+        answer = await self.robust(lambda: self.port.submit_order(order))
         if isinstance(answer, OrderRejectedError):
             self.figures.rejected += 1
             if answer.reason is ErrorReason.DUPLICATE_CLIENT_ORDER_ID:
@@ -149,10 +149,10 @@ class Strategy:
             if roll < 0.3:
                 bigger = order.quantity + 5
                 amend = AmendOrder(strategy_id=self.name, client_order_id=coid, quantity=bigger)
-                await self.robust(lambda: self.port.amend(amend))
+                await self.robust(lambda: self.port.amend_order(amend))
             elif roll < 0.6:
                 cancel = CancelOrder(strategy_id=self.name, client_order_id=coid)
-                await self.robust(lambda: self.port.cancel(cancel))
+                await self.robust(lambda: self.port.cancel_order(cancel))
 
     async def check(self, orders: int) -> dict[str, Any]:
         """Wait until the stream agrees with the venue on every order; report what differs."""

@@ -160,7 +160,7 @@ async def test_a_lost_reply_is_recovered_by_a_resend_and_the_venue_holds_one_ord
             ControlClient(venue.endpoints.control) as control,
             client(kind, venue.endpoints, losses=losses) as port,
         ):
-            ack = await port.submit(limit("o1"))  # the first answer is lost on the way
+            ack = await port.submit_order(limit("o1"))  # the first answer is lost on the way
             assert losses.lost == 1
             assert (ack.order.client_order_id, ack.order.status) == ("o1", OrderStatus.NEW)
             assert port.in_doubt() == frozenset()
@@ -178,7 +178,9 @@ async def test_a_dropped_reply_is_answered_by_a_resend_and_the_venue_holds_one_o
             client(kind, venue.endpoints, ack_timeout=1.0) as port,
         ):
             await control.inject(DropReplies(count=1))
-            ack = await port.submit(limit("o1"))  # answered by a resend, from the venue's store
+            ack = await port.submit_order(
+                limit("o1")
+            )  # answered by a resend, from the venue's store
             assert ack.order.status is OrderStatus.NEW
             assert port.in_doubt() == frozenset()
             assert await orders_at(control) == 1
@@ -198,7 +200,7 @@ async def test_a_dropped_reply_leaves_the_order_in_doubt_until_the_port_settles_
             updates = port.updates(port_events=True)
             await control.inject(DropReplies(count=1))
             with pytest.raises(AckTimeoutError) as caught:
-                await port.submit(limit("o1"))
+                await port.submit_order(limit("o1"))
             assert caught.value.client_order_id == "o1"
             assert port.in_doubt() == {"o1"}
             seen = await until(updates, PortEventKind.ORDER_SETTLED)
@@ -230,7 +232,7 @@ async def test_a_frozen_venue_leaves_an_order_in_doubt_that_the_port_settles_aft
             try:
                 await until(updates, PortEventKind.CONNECTION_LOST)
                 with pytest.raises(AckTimeoutError):
-                    await port.submit(limit("frozen"))
+                    await port.submit_order(limit("frozen"))
                 assert port.in_doubt() == {"frozen"}
             finally:
                 venue.process.send_signal(signal.SIGCONT)
@@ -254,7 +256,7 @@ async def test_a_frozen_venue_leaves_an_order_in_doubt_that_the_port_settles_aft
             (accepted,) = reports(seen)
             assert (accepted.exec_type, accepted.seq) == (ExecType.ACCEPTED, 1)
             assert await orders_at(control) == 1
-            assert (await port.submit(limit("after"))).order.status is OrderStatus.NEW
+            assert (await port.submit_order(limit("after"))).order.status is OrderStatus.NEW
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
@@ -267,8 +269,8 @@ async def test_throttled_submits_are_retried_after_retry_after(kind: str) -> Non
         ):
             await control.inject(Throttle(max_requests=1, interval=0.5))
             started = time.monotonic()
-            first = await port.submit(limit("o1"))
-            second = await port.submit(limit("o2"))  # throttled, then retried: accepted
+            first = await port.submit_order(limit("o1"))
+            second = await port.submit_order(limit("o2"))  # throttled, then retried: accepted
             assert time.monotonic() - started >= 0.3  # it did wait for the window
             assert [first.order.client_order_id, second.order.client_order_id] == ["o1", "o2"]
             assert await orders_at(control) == 2
@@ -283,9 +285,9 @@ async def test_without_throttle_retries_a_throttled_submit_raises(kind: str) -> 
             client(kind, venue.endpoints, retry_throttled=False) as port,
         ):
             await control.inject(Throttle(max_requests=1, interval=5.0))
-            await port.submit(limit("o1"))
+            await port.submit_order(limit("o1"))
             with pytest.raises(ThrottleError) as caught:
-                await port.submit(limit("o2"))
+                await port.submit_order(limit("o2"))
             assert 4.0 < caught.value.retry_after <= 5.0
             assert port.in_doubt() == frozenset()  # nothing was done: nothing in doubt
 
@@ -298,12 +300,12 @@ async def test_a_venue_replaced_by_a_fresh_one_resets_the_port(kind: str) -> Non
         endpoints = venue.endpoints
         async with client(kind, endpoints, ack_timeout=0.6) as port:
             updates = port.updates(port_events=True)
-            await port.submit(limit("o1"))
+            await port.submit_order(limit("o1"))
             # Frozen, then killed with an order in doubt; a new venue starts in its place.
             venue.process.send_signal(signal.SIGSTOP)
             await until(updates, PortEventKind.CONNECTION_LOST)
             with pytest.raises(AckTimeoutError):
-                await port.submit(limit("o2"))
+                await port.submit_order(limit("o2"))
             venue.kill()
             venue.restart()  # the same endpoints; no journal: a new session
             seen = await until(updates, PortEventKind.ORDER_SETTLED)
@@ -318,7 +320,7 @@ async def test_a_venue_replaced_by_a_fresh_one_resets_the_port(kind: str) -> Non
             assert (settled.client_order_id, settled.snapshot) == ("o2", None)
             assert port.in_doubt() == frozenset()
             # The stream now carries the new venue's events, numbered from 1 again.
-            await port.submit(limit("o3"))
+            await port.submit_order(limit("o3"))
             while not reports(seen) or reports(seen)[-1].client_order_id != "o3":
                 seen.append(await updates.get(timeout=WAIT))
             accepted = reports(seen)[-1]
@@ -334,7 +336,7 @@ async def test_a_venue_restarted_on_its_journal_carries_on(kind: str, tmp_path: 
         assert venue.endpoints is not None
         async with client(kind, venue.endpoints) as port:
             updates = port.updates(port_events=True)
-            await port.submit(limit("o1"))
+            await port.submit_order(limit("o1"))
             venue.kill()
             # Restarted once the port has seen it go (a quicker restart shows as
             # VENUE_RESTARTED alone: the session unit tests cover that).
@@ -347,7 +349,7 @@ async def test_a_venue_restarted_on_its_journal_carries_on(kind: str, tmp_path: 
             ]
             seen = before + seen
             assert (await port.order_status("o1")).status is OrderStatus.NEW
-            await port.submit(limit("o2"))
+            await port.submit_order(limit("o2"))
             while not reports(seen) or reports(seen)[-1].client_order_id != "o2":
                 seen.append(await updates.get(timeout=WAIT))
             # The stream carries on where it was: o1's report once (live, or replayed after the
@@ -364,7 +366,7 @@ def test_blocking_handles_dropped_unread_leave_nothing_behind() -> None:
             STRATEGY, command=venue.endpoints.command, events=venue.endpoints.events
         ) as port:
             for n in range(100):
-                port.submit_nowait(limit(f"o{n}"))  # never asked for its answer
+                port.submit_order_nowait(limit(f"o{n}"))  # never asked for its answer
             gc.collect()
             assert port.order_status("o99").client_order_id == "o99"  # every answer is in
             assert port._answers == {}

@@ -31,7 +31,7 @@ async def test_a_lost_ack_does_not_double_the_order(
     order_port: ZmqOrderExecutionPort, venue_control: ControlClient
 ) -> None:
     await venue_control.inject(DropReplies(count=1))
-    await order_port.submit(my_order("o1"))  # answered by the resend
+    await order_port.submit_order(my_order("o1"))  # answered by the resend
     assert (await venue_control.status()).orders == 1
 
 
@@ -43,7 +43,7 @@ async def test_in_doubt_then_settled(
     mock_venue.process.send_signal(signal.SIGSTOP)  # the venue stops answering
     try:
         with pytest.raises(AckTimeoutError):
-            await order_port.submit(my_order("o1"), timeout=0.5)
+            await order_port.submit_order(my_order("o1"), timeout=0.5)
         assert "o1" in order_port.in_doubt()
     finally:
         mock_venue.process.send_signal(signal.SIGCONT)
@@ -64,7 +64,7 @@ async def test_survives_a_crash(
     mock_venue: VenueProcess, order_port: ZmqOrderExecutionPort, venue_control: ControlClient
 ) -> None:
     events = order_port.updates(port_events=True)
-    await order_port.submit(my_order("o1"))
+    await order_port.submit_order(my_order("o1"))
     await venue_control.crash()
     mock_venue.wait_exit()
     mock_venue.restart()  # same endpoints, state recovered

@@ -57,11 +57,11 @@ async def venue_and_port(
 async def test_a_fault_can_target_one_order() -> None:
     async with venue_and_port() as (_, control, port):
         await control.inject(RejectOrders(client_order_id="o2", reason=ErrorReason.LIMIT_EXCEEDED))
-        await port.submit(limit("o1"))
+        await port.submit_order(limit("o1"))
         with pytest.raises(OrderRejectedError) as caught:
-            await port.submit(limit("o2"))
+            await port.submit_order(limit("o2"))
         assert caught.value.reason is ErrorReason.LIMIT_EXCEEDED
-        await port.submit(limit("o3"))
+        await port.submit_order(limit("o3"))
         assert await control.active_faults() == []  # used up by o2 alone
 
 
@@ -71,7 +71,7 @@ async def _rejected_pattern(seed: int) -> list[int]:
         rejected = []
         for n in range(24):
             try:
-                await port.submit(limit(f"o{n}"))
+                await port.submit_order(limit(f"o{n}"))
             except OrderRejectedError:
                 rejected.append(n)
         (active,) = await control.active_faults()
@@ -88,10 +88,10 @@ async def test_a_probability_is_drawn_from_the_venue_seed() -> None:
 async def test_a_fill_that_lands_just_before_a_cancel_makes_it_too_late() -> None:
     async with venue_and_port() as (_, control, port):
         updates = port.updates()
-        await port.submit(limit("o1", quantity=10))
+        await port.submit_order(limit("o1", quantity=10))
         await control.inject(FillBeforeChange(client_order_id="o1"))
         with pytest.raises(OrderRejectedError) as caught:
-            await port.cancel(CancelOrder(strategy_id="s1", client_order_id="o1"))
+            await port.cancel_order(CancelOrder(strategy_id="s1", client_order_id="o1"))
         assert caught.value.reason is ErrorReason.TOO_LATE
         assert kinds(await take(updates, 3)) == [
             (ExecType.ACCEPTED, "new"),
@@ -103,9 +103,9 @@ async def test_a_fill_that_lands_just_before_a_cancel_makes_it_too_late() -> Non
 async def test_a_partial_fill_before_a_cancel_leaves_the_cancel_to_take_the_rest() -> None:
     async with venue_and_port() as (_, control, port):
         updates = port.updates()
-        await port.submit(limit("o1", quantity=10))
+        await port.submit_order(limit("o1", quantity=10))
         await control.inject(FillBeforeChange(client_order_id="o1", quantity=Decimal(4)))
-        ack = await port.cancel(CancelOrder(strategy_id="s1", client_order_id="o1"))
+        ack = await port.cancel_order(CancelOrder(strategy_id="s1", client_order_id="o1"))
         assert ack.order.status is OrderStatus.CANCELED
         assert ack.order.cum_qty == 4
         reports = await take(updates, 3)
@@ -123,7 +123,7 @@ async def _stream_survives(inject: Fault, orders: int = 6) -> list[ExecutionRepo
         updates = port.updates()
         await control.inject(inject)
         for n in range(orders):
-            await port.submit(market(f"o{n}", quantity=5))
+            await port.submit_order(market(f"o{n}", quantity=5))
         reports = await take(updates, 2 * orders)
         assert [r.seq for r in reports] == list(range(1, 2 * orders + 1))
         assert [(r.client_order_id, r.exec_type) for r in reports] == [
@@ -151,8 +151,8 @@ async def test_paused_publishing_holds_events_back_and_then_delivers_them_in_ord
     async with venue_and_port() as (_, control, port):
         updates = port.updates()
         pause = await control.inject(PausePublishing())
-        await port.submit(market("o1", quantity=5))  # replies still flow
-        await port.submit(market("o2", quantity=5))
+        await port.submit_order(market("o1", quantity=5))  # replies still flow
+        await port.submit_order(market("o2", quantity=5))
         with pytest.raises(TimeoutError):
             await updates.get(timeout=0.3)  # no events while paused
         await control.clear_faults(pause.fault_id)
@@ -168,7 +168,7 @@ async def test_a_timed_pause_ends_by_itself() -> None:
     async with venue_and_port() as (_, control, port):
         updates = port.updates()
         await control.inject(PausePublishing(seconds=0.5))
-        await port.submit(market("o1", quantity=5))
+        await port.submit_order(market("o1", quantity=5))
         with pytest.raises(TimeoutError):
             await updates.get(timeout=0.2)  # held back...
         assert [r.exec_type for r in await take(updates, 2)] == [ExecType.ACCEPTED, ExecType.TRADE]
@@ -178,12 +178,12 @@ async def test_a_timed_pause_ends_by_itself() -> None:
 async def test_a_disconnect_drops_every_connection_and_clients_come_back() -> None:
     async with venue_and_port() as (_, control, port):
         updates = port.updates()
-        await port.submit(market("o1", quantity=5))
+        await port.submit_order(market("o1", quantity=5))
         await control.disconnect()
         deadline = asyncio.get_running_loop().time() + WAIT
         while True:  # the DEALER reconnects by itself; until then nothing can be sent
             try:
-                await port.submit(market("o2", quantity=5))
+                await port.submit_order(market("o2", quantity=5))
                 break
             except ConnectivityError:
                 assert asyncio.get_running_loop().time() < deadline

@@ -24,14 +24,14 @@ from tests.contract.venue_setup import CONTRACT_VENUE
 def _trade(port: BlockingOrderExecutionPort, control: BlockingControlClient) -> None:
     """Orders in every state, timers pending (sliced fills, a delayed order) and faults in force."""
     for n in range(10):
-        port.submit(market(f"imm{n}", quantity=5))
+        port.submit_order(market(f"imm{n}", quantity=5))
     for n in range(10):
-        port.submit(limit(f"man{n}", quantity=10))
-    port.submit(limit("slc", "SLC", quantity=8, price="50"))  # fills in slices, one a second
+        port.submit_order(limit(f"man{n}", quantity=10))
+    port.submit_order(limit("slc", "SLC", quantity=8, price="50"))  # fills in slices, one a second
     control.fill("s1", "man1", Decimal(4))
     control.fill("s1", "man2")
-    port.cancel(CancelOrder(strategy_id="s1", client_order_id="man3"))
-    port.amend(AmendOrder(strategy_id="s1", client_order_id="man4", quantity=Decimal(20)))
+    port.cancel_order(CancelOrder(strategy_id="s1", client_order_id="man3"))
+    port.amend_order(AmendOrder(strategy_id="s1", client_order_id="man4", quantity=Decimal(20)))
 
 
 def _comparable(status: VenueStatus) -> dict[str, object]:
@@ -84,7 +84,7 @@ def test_a_crashed_venue_restarted_on_its_journal_recovers_everything(tmp_path: 
             assert control.status().orders == before.orders
             # and it carries on: the stream continues where it was, with nothing reused
             updates = port.updates()
-            port.submit(market("later", quantity=5))
+            port.submit_order(market("later", quantity=5))
             accepted = updates.get(timeout=WAIT)
             assert accepted.exec_type is ExecType.ACCEPTED
             assert accepted.seq == before.strategies[0].seq + 1
@@ -107,7 +107,7 @@ def test_a_torn_last_record_is_cut_off_and_the_venue_starts(tmp_path: Path) -> N
             "s1", command=endpoints.command, events=endpoints.events
         ) as port:
             for n in range(5):
-                port.submit(limit(f"o{n}"))
+                port.submit_order(limit(f"o{n}"))
         venue.stop()
         with journal.open("ab") as f:
             f.write(b"\x00\x00\x01\x00\xde\xad")  # a record's start, and then the crash
@@ -129,7 +129,7 @@ def test_a_journal_damaged_in_the_middle_is_refused_with_a_reason(tmp_path: Path
             "s1", command=venue.endpoints.command, events=venue.endpoints.events
         ) as port:
             for n in range(5):
-                port.submit(limit(f"o{n}"))
+                port.submit_order(limit(f"o{n}"))
     data = bytearray(journal.read_bytes())
     data[len(data) // 2] ^= 0xFF
     journal.write_bytes(bytes(data))
@@ -239,7 +239,7 @@ def test_status_reports_the_journal(tmp_path: Path) -> None:
         with BlockingOrderExecutionPort(
             "s1", command=venue.endpoints.command, events=venue.endpoints.events
         ) as port:
-            port.submit(limit("o1"))
+            port.submit_order(limit("o1"))
         status = json.loads(_cli("status", "--json", "--control", venue.endpoints.control).stdout)
         assert status["journal"] == str(journal)
         assert status["journal_records"] >= 1

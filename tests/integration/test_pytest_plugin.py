@@ -35,7 +35,7 @@ def record(mock_venue):
 async def test_async_strategy(mock_venue, order_port, venue_control, strategy_id):
     record(mock_venue)
     updates = order_port.updates()
-    await order_port.submit(order(strategy_id, "a1"))
+    await order_port.submit_order(order(strategy_id, "a1"))
     await venue_control.fill(strategy_id, "a1", Decimal(4), Decimal("49.00"))
     events = [await updates.get(timeout=5) for _ in range(2)]
     assert events[1].status is OrderStatus.PARTIALLY_FILLED
@@ -45,7 +45,7 @@ async def test_async_strategy(mock_venue, order_port, venue_control, strategy_id
 def test_blocking_strategy(mock_venue, blocking_order_port, blocking_venue_control, strategy_id):
     record(mock_venue)
     updates = blocking_order_port.updates()
-    blocking_order_port.submit(order(strategy_id, "b1"))
+    blocking_order_port.submit_order(order(strategy_id, "b1"))
     blocking_venue_control.fill(strategy_id, "b1")
     assert [updates.get(timeout=5).status for _ in range(2)] == [
         OrderStatus.NEW, OrderStatus.FILLED,

@@ -121,7 +121,7 @@ async def test_a_frozen_venue_shows_as_reconnecting_and_the_port_recovers() -> N
             try:
                 assert await _next_state(changes) is PortState.RECONNECTING
                 with pytest.raises(AckTimeoutError) as caught:
-                    await port.submit(limit("frozen", "IMM", 10, "100.00"))
+                    await port.submit_order(limit("frozen", "IMM", 10, "100.00"))
                 assert caught.value.outcome is Outcome.UNKNOWN
             finally:
                 venue.process.send_signal(signal.SIGCONT)
@@ -141,7 +141,7 @@ def test_the_venue_serves_over_ipc() -> None:
             "s1", command=venue.endpoints.command, events=venue.endpoints.events
         ) as port:
             updates = port.updates()
-            port.submit(limit("o1", "IMM", 10, "100.00"))
+            port.submit_order(limit("o1", "IMM", 10, "100.00"))
             assert [updates.get(timeout=WAIT).status.value for _ in range(2)] == ["new", "filled"]
 
 
@@ -231,7 +231,10 @@ def test_peers_vanishing_mid_burst_do_not_take_the_venue_down() -> None:
         with BlockingOrderExecutionPort(
             "s1", command=venue.endpoints.command, events=venue.endpoints.events
         ) as port:
-            assert port.submit(limit("alive", "IMM", 10, "100.00")).order.client_order_id == "alive"
+            assert (
+                port.submit_order(limit("alive", "IMM", 10, "100.00")).order.client_order_id
+                == "alive"
+            )
         assert venue.process.poll() is None
 
 
@@ -272,7 +275,9 @@ def test_out_of_range_control_commands_are_refused_and_the_venue_keeps_serving(
         with BlockingOrderExecutionPort(
             "s1", command=venue.endpoints.command, events=venue.endpoints.events
         ) as port:
-            assert port.submit(limit("after", "IMM", 10, "100.00")).order.status.value == "new"
+            assert (
+                port.submit_order(limit("after", "IMM", 10, "100.00")).order.status.value == "new"
+            )
 
 
 def test_watch_ends_cleanly_on_sigterm_even_while_it_catches_up() -> None:

@@ -182,7 +182,7 @@ class Peer:
         assert reply.request_id == rid
         return reply
 
-    def submit(self, order: SubmitOrder, request_id: int | None = None) -> Acknowledgement:
+    def submit_order(self, order: SubmitOrder, request_id: int | None = None) -> Acknowledgement:
         """Submit and expect the ack of a new order."""
         reply = self.call(order, request_id)
         assert reply.type == "ack", reply
@@ -443,8 +443,8 @@ def test_bad_input_gets_a_typed_error_and_the_venue_keeps_serving(
     assert reply is not None, f"no reply within {WAIT} s"
     assert_error(reply, bad.reason, bad.request_id, bad.says)
     # Everyone else is still served, and so is the rogue peer on the same connection.
-    good.submit(limit("good", strategy_id=strategy))
-    rogue.submit(limit("rogue-ok", strategy_id=strategy))
+    good.submit_order(limit("good", strategy_id=strategy))
+    rogue.submit_order(limit("rogue-ok", strategy_id=strategy))
 
     after = venue_status(endpoints)
     assert after.protocol_errors - before.protocol_errors == 1
@@ -477,7 +477,7 @@ def test_out_of_range_numbers_are_refused_and_the_venue_keeps_serving(
     assert_alive(venue)
     assert reply is not None, f"no reply within {WAIT} s"
     assert_error(reply, ErrorReason.INVALID_REQUEST, RID, next(iter(changes)))
-    good.submit(limit("good", strategy_id=strategy))
+    good.submit_order(limit("good", strategy_id=strategy))
 
 
 # --- 2. a frame flood -----------------------------------------------------------------------------
@@ -542,7 +542,7 @@ def test_a_frame_flood_from_one_peer_does_not_starve_another(
         assert started.wait(WAIT), "the flood did not start"
         good = wire.dealer()
         for n in range(GOOD_SUBMITS):
-            good.submit(limit(f"o{n}", strategy_id=strategy))  # each within WAIT
+            good.submit_order(limit(f"o{n}", strategy_id=strategy))  # each within WAIT
     finally:
         flooder.join(4 * WAIT)
     assert not flooder.is_alive(), "the flooding peer did not finish"
@@ -578,7 +578,7 @@ def test_a_frame_flood_from_one_peer_does_not_starve_another(
 
 def test_a_req_peer_is_served_and_not_stuck_by_an_error_reply(wire: Wire, strategy: str) -> None:
     req = wire.req()
-    req.submit(limit("r1", strategy_id=strategy))
+    req.submit_order(limit("r1", strategy_id=strategy))
 
     req.send(b"\xc1garbage")
     assert_error(req.recv(), ErrorReason.PROTOCOL_ERROR, None, "not msgpack")
@@ -588,7 +588,7 @@ def test_a_req_peer_is_served_and_not_stuck_by_an_error_reply(wire: Wire, strate
     assert_error(req.recv(), ErrorReason.INVALID_REQUEST, 77, "limit_price")
 
     # The lockstep is intact: another request goes out (no EFSM) and is answered.
-    req.submit(limit("r2", strategy_id=strategy))
+    req.submit_order(limit("r2", strategy_id=strategy))
     reply = req.query(strategy, "r1")
     assert isinstance(reply.body, OrderSnapshot)
     assert reply.body.status is OrderStatus.NEW
@@ -606,7 +606,7 @@ def test_a_req_peer_gets_a_readable_error_for_a_multi_frame_request(
     assert_alive(venue)
     assert reply is not None, "the REQ peer got no (readable) reply to a two-frame request"
     assert_error(reply, ErrorReason.PROTOCOL_ERROR, None, "one frame")
-    req.submit(limit("after", strategy_id=strategy))
+    req.submit_order(limit("after", strategy_id=strategy))
 
 
 # --- 4. idempotency by (client id, request id) ----------------------------------------------------
@@ -653,7 +653,7 @@ def test_the_same_request_id_from_another_client_is_another_request(
     assert isinstance(ack, Acknowledgement)
 
     # Request id 1 of another client is not answered from the first client's store: it runs.
-    other = second.submit(limit("o2", strategy_id=strategy), request_id=1)
+    other = second.submit_order(limit("o2", strategy_id=strategy), request_id=1)
     assert other.order.venue_order_id != ack.order.venue_order_id
 
     # It runs as the engine says: an identical resend of an answered submit gets the original
@@ -681,7 +681,7 @@ def test_a_retried_cancel_gets_the_stored_ack_and_acts_once(
     endpoints: Endpoints, wire: Wire, strategy: str
 ) -> None:
     dealer = wire.dealer()
-    dealer.submit(limit("c1", strategy_id=strategy))
+    dealer.submit_order(limit("c1", strategy_id=strategy))
     query = QueryOrder(strategy_id=strategy, client_order_id="c1")
     before = dealer.call(query, request_id=500).body
     assert isinstance(before, OrderSnapshot)
@@ -750,7 +750,7 @@ def test_a_reply_lost_with_the_connection_is_sent_again_on_the_new_one(
 ) -> None:
     client_id = fresh("lost")
     old = wire.dealer(client_id)
-    old.submit(limit("l1", strategy_id=strategy))
+    old.submit_order(limit("l1", strategy_id=strategy))
     cancel = old.frame(CancelOrder(strategy_id=strategy, client_order_id="l1"), 5)
     old.send(cancel)
     # The answer arrives but is never read: it goes down with the socket.
@@ -786,7 +786,7 @@ def test_a_client_takes_a_sync_reply_larger_than_the_venues_inbound_limit(
     assert endpoints is not None
     client = wire.dealer()
     for n in range(400):  # ~400 open orders: a sync reply of well over 64 KiB
-        client.submit(limit(f"big-{n}", strategy_id=strategy))
+        client.submit_order(limit(f"big-{n}", strategy_id=strategy))
     with BlockingOrderExecutionPort(
         strategy, command=endpoints.command, events=endpoints.events
     ) as port:
@@ -804,7 +804,7 @@ def test_a_throttled_request_retried_with_the_same_id_is_tried_afresh(
     client = wire.dealer()
     try:
         fault = control.inject(Throttle(strategy_id=strategy, max_requests=1, interval=1.0))
-        client.submit(limit("first", strategy_id=strategy))
+        client.submit_order(limit("first", strategy_id=strategy))
         refused = client.call(limit("second", strategy_id=strategy), request_id=77)
         assert isinstance(refused.body, Rejection)
         assert refused.body.reason is ErrorReason.THROTTLED

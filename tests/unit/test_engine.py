@@ -208,7 +208,7 @@ async def test_wall_clock_venue_runs_its_timers_by_itself() -> None:
     try:
         async with venue.port("s") as port:
             updates = port.updates()
-            await port.submit(order(1, "S", "10.00"))
+            await port.submit_order(order(1, "S", "10.00"))
             statuses = [(await updates.get(timeout=5)).status for _ in range(4)]
             assert statuses[-1] is OrderStatus.FILLED
             with pytest.raises(TypeError, match="ManualClock"):
@@ -239,7 +239,7 @@ async def test_dropped_handles_leave_nothing_behind_in_the_port() -> None:
     venue = MockVenue(CONFIG)
     async with venue.port("s") as port:
         for n in range(50):
-            await port.submit_nowait(order(n, "S", "10.00"))  # handle dropped at once
+            await port.submit_order_nowait(order(n, "S", "10.00"))  # handle dropped at once
         gc.collect()
         assert port._subscribers.of("o1") == []
         assert port._subscribers._by_order == {}
@@ -366,7 +366,7 @@ async def test_a_timed_out_call_leaves_nothing_pending_and_a_reset_does_not_revi
         events = port.updates(port_events=True)
         await venue.inject(DropReplies(count=1))
         with pytest.raises(AckTimeoutError):
-            await port.submit(order(1), timeout=0.05)
+            await port.submit_order(order(1), timeout=0.05)
         assert port._pending == {}
         kinds = []
         while port.in_doubt():  # the port settles it by itself

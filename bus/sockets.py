@@ -21,7 +21,7 @@ def configure_dealer(socket: zmq.Socket[bytes]) -> None:
     socket.setsockopt(zmq.IMMEDIATE, 1)
     socket.setsockopt(zmq.SNDHWM, 10_000)
     _reconnect_quickly(socket)
-    # No ZMTP heartbeats: see mock_venue/server.py. The venue's own heartbeats tell liveness.
+    # No ZMTP heartbeats: see bus/server.py. The venue's own heartbeats tell liveness.
 
 
 def configure_sub(socket: zmq.Socket[bytes], topics: list[bytes]) -> None:

@@ -39,11 +39,11 @@ from bus.blocking import BlockingOrderExecutionPort
 from bus.cli import main as orderbus_main
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import decode, encode
+from bus.server import Endpoints
 from mock_venue.clock import WallClock
 from mock_venue.config import ImmediateFill, InstrumentConfig, ManualFill, VenueConfig
 from mock_venue.engine import Publish, Respond, VenueEngine
 from mock_venue.process import VenueProcess
-from mock_venue.server import Endpoints
 from ports import OrderType, Side, SubmitOrder
 
 PAYLOAD = b"x" * 100

@@ -16,6 +16,8 @@ import click
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from bus.server import Endpoints
+from mock_venue.backend import EngineBackend, venue_server
 from mock_venue.clock import ManualClock, WallClock
 from mock_venue.config import (
     DEFAULT_INSTRUMENTS,
@@ -30,7 +32,6 @@ from mock_venue.control_client import ControlClient
 from mock_venue.engine import VenueControlError
 from mock_venue.faults import ActiveFault, Fault, load_scenario
 from mock_venue.journal import FsyncPolicy, JournalError
-from mock_venue.server import Endpoints, VenueServer
 
 _T = TypeVar("_T")
 
@@ -167,7 +168,7 @@ def serve(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
     try:
-        server = VenueServer(
+        server = venue_server(
             config,
             Endpoints(command_endpoint, events_endpoint, control_endpoint),
             seed=seed,
@@ -186,6 +187,8 @@ def serve(
         raise click.ClickException(f"cannot bind: {exc}") from None
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    backend = server.backend
+    assert isinstance(backend, EngineBackend)
     ready = {
         "ready": True,
         "pid": os.getpid(),
@@ -196,12 +199,12 @@ def serve(
         "clock": clock,
         "session": server.session,
         "journal": None if journal is None else str(journal),
-        "recovered_records": server.recovered_records,
-        "torn_bytes": server.torn_bytes,
+        "recovered_records": backend.recovered_records,
+        "torn_bytes": backend.torn_bytes,
     }
-    if server.torn_bytes:
+    if backend.torn_bytes:
         click.echo(
-            f"venue: cut a torn last record ({server.torn_bytes} bytes) off {journal}: "
+            f"venue: cut a torn last record ({backend.torn_bytes} bytes) off {journal}: "
             "the process had died while writing it, before anything of it was sent",
             err=True,
         )
@@ -211,7 +214,7 @@ def serve(
         server.serve()
     finally:
         server.close()
-    click.echo(json.dumps({"stopped": True, "requests": server.requests}), err=True)
+    click.echo(json.dumps({"stopped": True, "requests": server.protocol.requests}), err=True)
 
 
 @main.command()

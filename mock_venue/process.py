@@ -15,8 +15,8 @@ from typing import IO, Self
 
 import yaml
 
+from bus.server import Endpoints
 from mock_venue.config import VenueConfig
-from mock_venue.server import Endpoints
 
 
 class VenueProcessError(RuntimeError):

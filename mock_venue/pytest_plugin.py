@@ -20,10 +20,10 @@ import pytest_asyncio
 
 from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
+from bus.server import Endpoints
 from mock_venue.config import DEFAULT_INSTRUMENTS, VenueConfig
 from mock_venue.control_client import BlockingControlClient, ControlClient
 from mock_venue.process import VenueProcess
-from mock_venue.server import Endpoints
 
 
 @pytest.fixture

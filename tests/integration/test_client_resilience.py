@@ -20,10 +20,10 @@ import pytest
 from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import decode
+from bus.server import Endpoints
 from mock_venue.control_client import ControlClient
 from mock_venue.faults import DropReplies, Throttle
 from mock_venue.process import VenueProcess
-from mock_venue.server import Endpoints
 from ports import (
     Acknowledgement,
     AckTimeoutError,

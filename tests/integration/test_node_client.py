@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from bus.server import Endpoints
 from mock_venue.config import ImmediateFill, InstrumentConfig, ManualFill, VenueConfig
 from mock_venue.control_client import BlockingControlClient
 from mock_venue.process import VenueProcess
-from mock_venue.server import Endpoints
 from tests.npm import node_with_packages
 
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"

@@ -26,10 +26,10 @@ import zmq
 from pydantic import BaseModel
 
 from bus.codec import MAX_FRAME_BYTES, Envelope, Heartbeat, decode, encode
+from bus.server import Endpoints
 from mock_venue.control import StrategyStatus, VenueStatus
 from mock_venue.control_client import BlockingControlClient, ControlClient
 from mock_venue.process import VenueProcess
-from mock_venue.server import Endpoints
 from ports import (
     AckAction,
     Acknowledgement,

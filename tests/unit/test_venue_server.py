@@ -1,11 +1,13 @@
-"""The venue server's output batching, in process (no sockets bound)."""
+"""The server's output batching, with the mock venue behind it, in process (no sockets bound)."""
 
 from __future__ import annotations
 
 from bus.codec import decode, encode
+from bus.server import Endpoints
+from bus.venue_protocol import Event
+from mock_venue.backend import venue_server
 from mock_venue.clock import ManualClock
 from mock_venue.faults import DropEvents, DropReplies, Fault
-from mock_venue.server import Endpoints, VenueServer
 from ports import ExecutionReport
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE
@@ -19,13 +21,14 @@ def _published_with_faults(requests_per_flush: int) -> list[tuple[str, str]]:
         DropReplies(count=1000, probability=0.5),
     ]
     endpoints = Endpoints("inproc://command", "inproc://events", "inproc://control")
-    venue = VenueServer(CONTRACT_VENUE, endpoints, seed=7, clock=ManualClock(), scenario=scenario)
+    venue = venue_server(CONTRACT_VENUE, endpoints, seed=7, clock=ManualClock(), scenario=scenario)
     published: list[tuple[str, str]] = []
 
-    def publish(strategy_id: str, frame: bytes) -> None:
-        report = decode(frame, max_bytes=None).body
-        assert isinstance(report, ExecutionReport)
-        published.append((report.client_order_id, report.exec_type.value))
+    def publish(events: list[Event]) -> None:
+        for event in events:
+            report = decode(event.frame, max_bytes=None).body
+            assert isinstance(report, ExecutionReport)
+            published.append((report.client_order_id, report.exec_type.value))
 
     venue._publish = publish  # type: ignore[method-assign]
     try:
@@ -33,8 +36,8 @@ def _published_with_faults(requests_per_flush: int) -> list[tuple[str, str]]:
             order = limit(f"o{n}", "IMM", 10, "100.00")
             venue._serve_command([b"peer", encode(order, request_id=n, client_id="c")])
             if (n + 1) % requests_per_flush == 0:
-                venue._flush()
-        venue._flush()
+                venue.flush()
+        venue.flush()
     finally:
         venue.close()
     return published

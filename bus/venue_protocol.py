@@ -1,0 +1,312 @@
+"""The venue side of the protocol, with no sockets in it (sans-io).
+
+``VenueProtocol`` is what every server speaks, whatever backend answers its requests: it decodes
+requests, answers a retry from its store instead of executing it again (idempotency by client and
+request id), numbers each strategy's stream and the all-events stream, keeps every published frame
+for replay, and builds sync replies and heartbeats. It returns what to send; the server shell
+sends it. It knows nothing about orders beyond the request and result types.
+
+Nothing here reads a clock or touches a socket: the venue time a heartbeat carries is an argument.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from bus.codec import (
+    HEARTBEAT_TOPIC,
+    MAX_REPLAY,
+    Heartbeat,
+    Replay,
+    ReplayReply,
+    Sync,
+    SyncReply,
+    WireError,
+    decode,
+    encode,
+    strategy_topic,
+)
+from ports.enums import ErrorReason
+from ports.models import (
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    ExecutionReport,
+    ListOpenOrders,
+    OpenOrders,
+    PortEvent,
+    QueryOrder,
+    Rejection,
+    Request,
+    SubmitOrder,
+)
+
+RequestKey = tuple[str, int]
+"""A request as the venue knows it: (client id, request id)."""
+
+_EXECUTED = (
+    SubmitOrder,
+    AmendOrder,
+    CancelOrder,
+    CancelAllOrders,
+    QueryOrder,
+    ListOpenOrders,
+    Sync,
+)  # what goes to the backend
+_QUERIES = (QueryOrder, ListOpenOrders)  # safe to run again: their answers are not kept
+
+
+@dataclass(slots=True)
+class Route:
+    """Where a reply goes: the peer's ROUTER identity, and whether it is a REQ socket (its
+    replies need the empty delimiter frame)."""
+
+    identity: bytes
+    req_peer: bool
+
+
+@dataclass(slots=True)  # not frozen: its __init__ is on every event's path
+class Event:
+    """One encoded event to publish, with what transport faults target it by."""
+
+    strategy_id: str
+    instrument: str
+    client_order_id: str
+    topic: bytes
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send ``frame`` to ``route`` now."""
+
+    route: Route
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """A request for the backend (an order request, or a sync: the backend knows the open
+    orders). Its answer goes back through ``VenueProtocol.answer``."""
+
+    key: RequestKey
+    request: Request | Sync
+    frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayWanted:
+    """A replay: answer with ``VenueProtocol.replay_reply`` once every event already produced
+    has been published (so that it is in the store)."""
+
+    route: Route
+    request_id: int
+    request: Replay
+
+
+Received = Reply | Execute | ReplayWanted | None
+
+
+class VenueProtocol:
+    """Protocol state of one venue (a server and its backend).
+
+    ``recall``: given the token a backend passed with an answer, the result again (a backend
+    that holds the result itself, such as the engine for an accepted submit, spares the store a
+    copy of the frame). ``reply_cache_size``: answers kept for retries, oldest dropped first.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: str,
+        instance: str,
+        recall: Callable[[Hashable], BaseModel | None] | None = None,
+        reply_cache_size: int = 200_000,
+    ) -> None:
+        self.session = session
+        self.instance = instance
+        self._recall = recall
+        self._reply_cache_size = reply_cache_size
+        self._routes: dict[RequestKey, Route | None] = {}  # requests being worked on
+        self._uncached: set[RequestKey] = set()
+        self._syncs: dict[RequestKey, Sync] = {}
+        self._replies: OrderedDict[RequestKey, bytes | _Recall] = OrderedDict()
+        self._frames: list[bytes] = []  # every numbered event, by venue_seq - 1
+        self._stream_index: dict[str, array[int]] = {}  # strategy -> venue_seq of its events
+        self.clients: set[str] = set()
+        self.requests = 0
+        self.protocol_errors = 0
+
+    @property
+    def pending_syncs(self) -> Collection[RequestKey]:
+        """Syncs not answered yet."""
+        return self._syncs.keys()
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def receive(self, route: Route, frame: bytes) -> Received:
+        """Take one request frame. None: it is a retry of a request still being worked on (its
+        one answer goes to ``route``, the latest connection of that client)."""
+        self.requests += 1
+        try:
+            envelope = decode(frame)
+        except WireError as error:
+            return Reply(route, self.refuse(error))
+        if envelope.request_id is None:
+            return Reply(route, self.refuse(WireError("a request needs an 'id'")))
+        client = envelope.client_id or "peer:" + route.identity.hex()
+        key = (client, envelope.request_id)
+        stored = self._replies.get(key)
+        if stored is not None:  # a retry: the stored answer; the work is not done again
+            return Reply(route, self._stored(key, stored))
+        if key in self._routes:
+            self._routes[key] = route
+            return None
+        request = envelope.body
+        if isinstance(request, _EXECUTED):
+            self.begin(key, request, route)
+            return Execute(key, request, frame)
+        if isinstance(request, Replay):
+            return ReplayWanted(route, key[1], request)
+        refusal = WireError(f"{envelope.type} is not a request", request_id=envelope.request_id)
+        return Reply(route, self.refuse(refusal))
+
+    def begin(self, key: RequestKey, request: BaseModel, route: Route | None) -> None:
+        """``key`` is being worked on (``receive`` calls this; so does a journal recovery,
+        whose requests come from the journal with nobody waiting)."""
+        self.clients.add(key[0])
+        self._routes[key] = route
+        if isinstance(request, Sync):
+            self._syncs[key] = request
+        elif isinstance(request, _QUERIES):
+            self._uncached.add(key)
+
+    def answer(
+        self,
+        key: RequestKey,
+        result: BaseModel,
+        *,
+        recall: Hashable | None = None,
+        delivered: bool = True,
+    ) -> tuple[Route | None, bytes]:
+        """The answer to ``key``: where it goes (None: nobody waits, or ``delivered`` is False,
+        a reply the backend drops on purpose) and its frame. State-changing answers are kept for
+        retries; ``recall`` (see the class) stands in for the frame in the store."""
+        sync = self._syncs.pop(key, None)
+        if sync is not None:  # answered with the open orders; the numbers are the protocol's
+            if isinstance(result, OpenOrders):
+                result = self.sync_reply(sync, result)
+            return self._routes.pop(key, None), encode(result, request_id=key[1])
+        frame = encode(result, request_id=key[1])
+        keep = key not in self._uncached
+        self._uncached.discard(key)
+        if isinstance(result, Rejection) and result.reason is ErrorReason.THROTTLED:
+            # Nothing was done: a retry with the same request id after retry_after must be
+            # tried afresh, not told "throttled" again for ever.
+            keep = False
+        if keep:
+            self._replies[key] = frame if recall is None else _Recall(recall)
+            if len(self._replies) > self._reply_cache_size:
+                self._replies.popitem(last=False)
+        route = self._routes.pop(key, None)
+        return (route if delivered else None), frame
+
+    def _stored(self, key: RequestKey, stored: bytes | _Recall) -> bytes:
+        if isinstance(stored, bytes):
+            return stored
+        assert self._recall is not None
+        result = self._recall(stored.token)
+        assert result is not None
+        return encode(result, request_id=key[1])
+
+    def refuse(self, error: WireError) -> bytes:
+        """The typed error reply to a frame that is not a valid request."""
+        self.protocol_errors += 1
+        return encode(error.to_rejection(), request_id=error.request_id)
+
+    # --- sync, replay, heartbeat ---------------------------------------------------------------
+
+    def sync_reply(self, request: Sync, open_orders: OpenOrders) -> SyncReply:
+        """Where ``request``'s stream stands: the baseline a (re)connecting client starts from."""
+        return SyncReply(
+            session=self.session,
+            instance=self.instance,
+            strategy_id=request.strategy_id,
+            seq=self.stream_seq(request.strategy_id),
+            venue_seq=self.venue_seq,
+            open_orders=open_orders.orders,
+        )
+
+    def replay_reply(self, request_id: int, request: Replay) -> bytes:
+        """The frames of the range ``request`` asks for, as they were published."""
+        if request.strategy_id is None:
+            last = min(request.to_seq, len(self._frames), request.from_seq + MAX_REPLAY - 1)
+            events = tuple(self._frames[request.from_seq - 1 : last])
+        else:
+            index = self._stream_index.get(request.strategy_id, array("Q"))
+            last = min(request.to_seq, len(index), request.from_seq + MAX_REPLAY - 1)
+            events = tuple(self._frames[v - 1] for v in index[request.from_seq - 1 : last])
+        reply = ReplayReply(strategy_id=request.strategy_id, events=events)
+        return encode(reply, request_id=request_id)
+
+    def heartbeat(self, venue_time: datetime) -> tuple[bytes, bytes]:
+        """The heartbeat's topic and frame: the latest number of every stream."""
+        beat = Heartbeat(
+            session=self.session,
+            instance=self.instance,
+            venue_seq=self.venue_seq,
+            seqs={s: len(index) for s, index in self._stream_index.items()},
+            venue_time=venue_time,
+        )
+        return HEARTBEAT_TOPIC, encode(beat)
+
+    # --- events --------------------------------------------------------------------------------
+
+    @property
+    def venue_seq(self) -> int:
+        """The number of the latest event on the all-events stream."""
+        return len(self._frames)
+
+    def stream_seq(self, strategy_id: str) -> int:
+        """The number of the latest event on ``strategy_id``'s stream."""
+        index = self._stream_index.get(strategy_id)
+        return 0 if index is None else len(index)
+
+    def publish(self, report: ExecutionReport) -> Event:
+        """Number ``report`` on its strategy's stream and on the all-events stream, encode it
+        and keep it for replay. A backend that numbers its reports the same way (the engine)
+        costs nothing more; others' reports are renumbered."""
+        strategy_id = report.strategy_id
+        index = self._stream_index.get(strategy_id)
+        if index is None:
+            index = self._stream_index[strategy_id] = array("Q")
+        seq, venue_seq = len(index) + 1, len(self._frames) + 1
+        if report.seq != seq or report.venue_seq != venue_seq:
+            report = report.model_copy(update={"seq": seq, "venue_seq": venue_seq})
+        frame = encode(report)
+        self._frames.append(frame)
+        index.append(venue_seq)
+        return Event(
+            strategy_id,
+            report.instrument,
+            report.client_order_id,
+            strategy_topic(strategy_id),
+            frame,
+        )
+
+    @staticmethod
+    def notice(strategy_id: str, event: PortEvent) -> tuple[bytes, bytes]:
+        """A backend's port event for one strategy (a gateway's hosted port lost its venue, an
+        order went in doubt there): topic and frame. Not numbered, not kept for replay."""
+        return strategy_topic(strategy_id), encode(event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Recall:
+    token: Hashable

@@ -1,0 +1,394 @@
+"""The mock venue as a backend of the bus server: the engine, its journal, its faults and its
+control channel (``bus.backend.Backend``).
+
+With a journal (mock_venue/journal.py) every engine step is written down, with the time the engine
+saw and the frames it produced, before any of those frames leaves; a venue restarted on the
+journal replays it and carries on with the same orders, sequence numbers and stored replies.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from bus.backend import Answer, Host, Output, Report
+from bus.codec import Sync, decode, encode
+from bus.server import Endpoints, Server
+from bus.venue_protocol import RequestKey
+from mock_venue.clock import Clock, ManualClock, PinnedClock, WallClock
+from mock_venue.config import VenueConfig
+from mock_venue.control import (
+    CONTROL_MODELS,
+    CONTROL_TYPES,
+    Advance,
+    CancelUnsolicited,
+    ClearFaults,
+    Done,
+    Faults,
+    FillOrder,
+    GetStatus,
+    InjectFault,
+    ListFaults,
+    Restate,
+    StrategyStatus,
+    VenueStatus,
+)
+from mock_venue.engine import Output as EngineOutput
+from mock_venue.engine import Publish, Respond, VenueEngine
+from mock_venue.faults import ActiveFault, Crash, Disconnect, Fault
+from mock_venue.journal import FsyncPolicy, Journal, JournalError, Recovered
+from mock_venue.journal import read as journal_read
+from mock_venue.transport_faults import TRANSPORT_FAULTS, TransportFaults
+from ports.models import Acknowledgement, Request, SubmitOrder
+
+CRASH_GRACE = 0.05  # seconds for the answer to a Crash command to leave the process
+_ENGINE_CONTROLS = (FillOrder, CancelUnsolicited, Restate, InjectFault, ClearFaults)
+
+
+class EngineBackend:
+    """The engine behind the bus. ``journal``: a file to write every engine step to, and to
+    recover from when it exists already (``config`` and ``seed`` must be those it was written
+    with). ``scenario``: faults put in force when the venue starts afresh (a recovered venue has
+    its faults from the journal)."""
+
+    def __init__(
+        self,
+        config: VenueConfig,
+        *,
+        seed: int = 0,
+        clock: Clock | None = None,
+        journal: Path | None = None,
+        fsync: FsyncPolicy = FsyncPolicy.INTERVAL,
+        scenario: Sequence[Fault] = (),
+    ) -> None:
+        self.clock: Clock = clock if clock is not None else WallClock()
+        self._config = config
+        self._seed = seed
+        self._journal_path = journal
+        self._fsync = fsync
+        self._scenario = scenario
+        self._recovered = (
+            journal_read(journal) if journal is not None and journal.exists() else None
+        )
+        # A recovered engine starts at the time the original did: it must see what that one saw.
+        header = None if self._recovered is None else self._recovered.header
+        start = self.clock.now() if header is None else header["start"]
+        self._start = start
+        self._pinned = PinnedClock(start)
+        self.engine = VenueEngine(config, clock=self._pinned, rng=random.Random(seed))
+        self._session: str | None = None if header is None else header["session"]
+        self._journal: Journal | None = None
+        self._replaying: list[bytes] | None = None  # a recovery's expected frames, else None
+        self._submits: dict[RequestKey, tuple[str, str]] = {}
+        self._crash_at: float | None = None
+        self._host: Host | None = None
+        self.recovered_records = 0
+        self.torn_bytes = 0
+        self._events = TransportFaults(self.engine, self._pinned, self._write, self._clear_fault)
+
+    # --- Backend ------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> str | None:
+        return self._session
+
+    @property
+    def control_models(self) -> Mapping[str, type[BaseModel]]:
+        return CONTROL_MODELS
+
+    @property
+    def events(self) -> TransportFaults:
+        return self._events
+
+    def start(self, host: Host) -> None:
+        self._host = host
+        self._session = host.protocol.session
+        if self._recovered is not None:
+            assert self._journal_path is not None
+            self._recover(self._journal_path, self._recovered)
+            return
+        if self._journal_path is not None:
+            header = {
+                "session": self._session,
+                "start": self._start,
+                "seed": self._seed,
+                "config": _config_dump(self._config),
+            }
+            self._journal = Journal.create(self._journal_path, header, self._fsync)
+        for fault in self._scenario:
+            self._control_command(InjectFault(fault=fault))
+
+    def execute(self, key: RequestKey, request: Request | Sync, frame: bytes) -> None:
+        if isinstance(request, Sync):  # not a step: nothing changes
+            self._deliver([Answer(key, self.engine.open_orders(request.strategy_id))])
+            return
+        self._advance()  # timers due run first, as their own journaled step
+        self._execute(key, request, frame)
+
+    def recall(self, token: Hashable) -> BaseModel | None:
+        assert isinstance(token, tuple)
+        return self.engine.submit_result(*token)
+
+    def control(self, command: BaseModel, frame: bytes) -> BaseModel:
+        return self._control_command(command, frame)
+
+    def poll(self, now: float) -> None:
+        if self._crash_at is not None and now >= self._crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # a Crash fault: as abrupt as it gets
+        if not isinstance(self.clock, ManualClock):
+            self._advance()
+        if self._journal is not None:
+            self._journal.tick()
+
+    def next_due(self, now: float) -> float | None:
+        due: list[float] = []
+        timer = self.engine.next_timer_at()
+        if timer is not None and not isinstance(self.clock, ManualClock):
+            due.append(now + (timer - self.clock.now()).total_seconds())
+        if self._crash_at is not None:
+            due.append(max(self._crash_at, now + 0.001))
+        if self._journal is not None and (sync := self._journal.sync_due_in()) is not None:
+            due.append(now + sync)  # the interval policy's bound holds on a quiet venue too
+        return min(due, default=None)
+
+    def fileno(self) -> int | None:
+        return None
+
+    def venue_time(self) -> datetime:
+        return self.clock.now()
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+
+    # --- engine steps: each one pinned in time, journaled, then sent ----------------------------
+
+    def _step_time(self) -> datetime:
+        if self._replaying is None:
+            self._pinned.pin(self.clock.now())
+        return self._pinned.now()
+
+    def _advance(self, *, always: bool = False) -> None:
+        """Run the engine's timers that are due (journaled only if one was, or ``always``)."""
+        due = self.engine.next_timer_at()
+        if not always and due is None:
+            return
+        at = self._step_time()
+        if not always and due is not None and due > at:
+            return
+        self._step(self.engine.advance(), {"k": "a", "t": at})
+
+    def _execute(self, key: RequestKey, request: BaseModel, frame: bytes) -> None:
+        """One request through the engine: the same code live and in a recovery."""
+        at = self._step_time()
+        if isinstance(request, SubmitOrder):
+            self._submits[key] = (request.strategy_id, request.client_order_id)
+        assert isinstance(request, Request)
+        record = {"k": "r", "t": at, "c": key[0], "id": key[1], "b": frame}
+        self._step(self.engine.handle(request, key), record)
+
+    def _step(self, outputs: list[EngineOutput], record: dict[str, Any]) -> None:
+        """One engine step's outputs to the server, journaled before anything of it leaves."""
+        converted: list[Output] = []
+        for output in outputs:
+            if isinstance(output, Publish):
+                converted.append(Report(output.report))
+            else:
+                converted.append(self._answer(output))
+        if self._replaying is None and self._journal is None:
+            self._deliver(converted)
+        else:
+            self._deliver(converted, before_send=lambda frames: self._record(record, frames))
+
+    def _answer(self, output: Respond) -> Answer:
+        key = output.token
+        assert isinstance(key, tuple)
+        order = self._submits.pop(key, None)
+        # An Acknowledgement to a submit is, by construction, the engine's stored answer (a new
+        # acceptance, or the original one for an identical resend): keep a reference.
+        recall = order if isinstance(output.result, Acknowledgement) else None
+        return Answer(key, output.result, recall=recall, delivered=output.delivered)
+
+    def _deliver(
+        self, outputs: list[Output], before_send: Callable[[list[bytes]], None] | None = None
+    ) -> None:
+        assert self._host is not None
+        self._host.deliver(outputs, before_send=before_send, send=self._replaying is None)
+
+    def _record(self, record: dict[str, Any], frames: list[bytes]) -> None:
+        """Write one step to the journal; in a recovery, check the step produced exactly what the
+        journal says it did."""
+        if self._replaying is not None:
+            if frames != self._replaying:
+                raise JournalError(
+                    f"recovery diverged at record {self.recovered_records + 1}: the engine "
+                    "produced other frames than the journal holds"
+                )
+        else:
+            self._write({**record, "out": frames})
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._journal is not None and self._replaying is None:
+            self._journal.append(record)
+
+    def _recover(self, path: Path, recovered: Recovered) -> None:
+        assert self._host is not None
+        header = recovered.header
+        if header.get("seed") != self._seed or header.get("config") != _config_dump(self._config):
+            raise JournalError(
+                f"{path} was written by a venue with another config or seed; start with the "
+                "same ones, or with a new journal"
+            )
+        self.torn_bytes = recovered.torn_bytes
+        last = None
+        for record in recovered.records:
+            self._replaying = record.get("out", [])
+            last = record["t"]
+            self._pinned.pin(last)
+            match record["k"]:
+                case "a":
+                    self._advance(always=True)
+                case "r":
+                    body = decode(record["b"], max_bytes=None).body
+                    key = (record["c"], record["id"])
+                    self._host.protocol.begin(key, body, None)
+                    self._execute(key, body, record["b"])
+                case "c":
+                    self._control_command(decode(record["b"], models=CONTROL_MODELS).body)
+                case "f":
+                    kind = TRANSPORT_FAULTS[record["kind"]]
+                    self.engine.take_fault(kind, record["s"], record["i"], record["o"])
+                case other:
+                    raise JournalError(f"{path}: unknown record kind {other!r}")
+            self.recovered_records += 1
+        self._replaying = None
+        if last is not None and isinstance(self.clock, ManualClock):
+            self.clock.advance_to(last)
+        self._journal = Journal.reopen(path, self._fsync)
+
+    # --- control channel ----------------------------------------------------------------------
+
+    def _clear_fault(self, fault_id: int) -> None:
+        self._control_command(ClearFaults(fault_id=fault_id))
+
+    def _control_command(self, command: BaseModel, frame: bytes | None = None) -> BaseModel:
+        """Carry out a control command. Those that change the engine are journaled (``frame``:
+        the command as it came, else it is encoded here)."""
+        engine = self.engine
+        match command:
+            case InjectFault(fault=Disconnect() | Crash() as fault):
+                # Acts now, once, and is never in force: reported as used up (id 0).
+                if isinstance(fault, Crash):
+                    # Not before CRASH_GRACE: the answer to this command leaves first.
+                    self._crash_at = time.monotonic() + max(fault.after, CRASH_GRACE)
+                else:
+                    assert self._host is not None
+                    self._host.rebind()
+                return Faults(faults=(ActiveFault(fault_id=0, fault=fault, fired=1, remaining=0),))
+            case GetStatus():
+                return self.status()
+            case ListFaults():
+                return Faults(faults=tuple(engine.active_faults()))
+            case Advance():
+                if not isinstance(self.clock, ManualClock):
+                    raise TypeError("this venue runs on real time: there is no clock to advance")
+                self.clock.advance(command.seconds)
+                self._advance(always=True)
+                return Done()
+        if not isinstance(command, _ENGINE_CONTROLS):
+            raise TypeError(f"{type(command).__name__} is not a control command")
+        if self._replaying is None:
+            self._advance()  # timers due run first, as their own journaled step
+        at = self._step_time()
+        result: BaseModel = Done()
+        outputs: list[EngineOutput] = []
+        match command:
+            case FillOrder():
+                outputs = engine.fill(
+                    command.strategy_id, command.client_order_id, command.quantity, command.price
+                )
+            case CancelUnsolicited():
+                outputs = engine.cancel_unsolicited(command.strategy_id, command.client_order_id)
+            case Restate():
+                outputs = engine.restate(
+                    command.strategy_id, command.client_order_id, command.quantity
+                )
+            case InjectFault():
+                result = Faults(faults=(engine.inject(command.fault),))
+            case ClearFaults():
+                engine.clear_faults(command.fault_id)
+        if frame is None:
+            frame = encode(command, types=CONTROL_TYPES)
+        self._step(outputs, {"k": "c", "t": at, "b": frame})
+        return result
+
+    def status(self) -> VenueStatus:
+        """What the venue holds now."""
+        assert self._host is not None
+        protocol = self._host.protocol
+        orders = list(self.engine.orders())
+        count: Counter[str] = Counter(o.strategy_id for o in orders)
+        working: Counter[str] = Counter(o.strategy_id for o in orders if o.status.is_open)
+        filled: dict[str, Decimal] = {}
+        for order in orders:
+            filled[order.strategy_id] = filled.get(order.strategy_id, Decimal(0)) + order.cum_qty
+        return VenueStatus(
+            venue_id=self.engine.config.venue_id,
+            session=protocol.session,
+            instance=protocol.instance,
+            clock=type(self.clock).__name__,
+            venue_time=self.clock.now().isoformat(),
+            venue_seq=self.engine.venue_seq,
+            orders=len(orders),
+            open_orders=sum(1 for o in orders if o.status.is_open),
+            clients=len(protocol.clients),
+            requests=protocol.requests,
+            protocol_errors=protocol.protocol_errors,
+            unroutable_replies=self._host.unroutable_replies,
+            journal=None if self._journal is None else str(self._journal.path),
+            journal_records=0 if self._journal is None else self._journal.records,
+            recovered_records=self.recovered_records,
+            strategies=tuple(
+                StrategyStatus(
+                    strategy_id=s,
+                    seq=self.engine.stream_seq(s),
+                    orders=count[s],
+                    open_orders=working[s],
+                    filled_qty=filled[s],
+                )
+                for s in sorted(count)
+            ),
+            faults=tuple(self.engine.active_faults()),
+        )
+
+
+def venue_server(
+    config: VenueConfig,
+    endpoints: Endpoints,
+    *,
+    heartbeat_interval: float = 0.5,
+    reply_cache_size: int = 200_000,
+    **backend: Any,
+) -> Server:
+    """A bus server hosting the mock venue (``backend``: ``EngineBackend``'s options)."""
+    return Server(
+        EngineBackend(config, **backend),
+        endpoints,
+        heartbeat_interval=heartbeat_interval,
+        reply_cache_size=reply_cache_size,
+    )
+
+
+def _config_dump(config: VenueConfig) -> dict[str, Any]:
+    dumped: dict[str, Any] = config.model_dump(mode="json")
+    return dumped

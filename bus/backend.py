@@ -14,11 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from bus.codec import Sync
 from bus.venue_protocol import Event, RequestKey, VenueProtocol
 from ports.models import ExecutionReport, PortEvent, Request
+
+
+class GetStatus(BaseModel):
+    """Control channel: ask a server what it holds (every backend answers it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 @dataclass(slots=True)

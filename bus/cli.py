@@ -9,6 +9,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
 import click
@@ -18,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from bus.blocking import BlockingOrderExecutionPort
+from bus.gateway_cli import gateway
 from bus.monitor import BlockingMonitor
 from ports import (
     AmendOrder,
@@ -108,9 +110,30 @@ def _order_line(o: OrderSnapshot) -> str:
     )
 
 
-@click.group()
+class _Commands(click.Group):
+    """The client commands, ``gateway``, and the commands other packages register under the
+    ``orderbus.commands`` entry-point group (the venue's ``bench``), imported only when run."""
+
+    def _plugins(self) -> dict[str, EntryPoint]:
+        return {e.name: e for e in entry_points(group="orderbus.commands")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and (plugin := self._plugins().get(cmd_name)) is not None:
+            loaded = plugin.load()
+            command = loaded if isinstance(loaded, click.Command) else None
+        return command
+
+
+@click.group(cls=_Commands)
 def main() -> None:
-    """Talk to an orderbus venue."""
+    """Talk to an orderbus venue or gateway, or run a gateway."""
+
+
+main.add_command(gateway)
 
 
 @main.command()

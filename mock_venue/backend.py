@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bus.backend import Answer, Host, Output, Report
+from bus.backend import Answer, GetStatus, Host, Output, Report
 from bus.codec import Sync, decode, encode
 from bus.server import Endpoints, Server
 from bus.venue_protocol import RequestKey
@@ -36,7 +36,6 @@ from mock_venue.control import (
     Done,
     Faults,
     FillOrder,
-    GetStatus,
     InjectFault,
     ListFaults,
     Restate,

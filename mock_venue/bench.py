@@ -36,7 +36,6 @@ from rich.console import Console
 from rich.table import Table
 
 from bus.blocking import BlockingOrderExecutionPort
-from bus.cli import main as orderbus_main
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import decode, encode
 from bus.server import Endpoints
@@ -488,12 +487,6 @@ def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, outp
     console.print(f"fan-out: {report['fan_out']}")
     if report["memory"]:
         console.print(f"memory: {report['memory']} (target <= 2048 bytes/order)")
-
-
-def orderbus() -> None:
-    """The installed ``orderbus`` command: bus.cli's client commands, plus ``bench``."""
-    orderbus_main.add_command(bench)
-    orderbus_main()
 
 
 def role_main(argv: list[str]) -> None:

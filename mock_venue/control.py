@@ -12,6 +12,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bus.backend import GetStatus
 from bus.codec import MODELS
 from mock_venue.faults import MAX_SECONDS, ActiveFault, Fault
 from ports.models import Identifier, Price, Quantity, Rejection
@@ -71,10 +72,6 @@ class Faults(_Control):
     """The faults in force, with how often each fired."""
 
     faults: tuple[ActiveFault, ...]
-
-
-class GetStatus(_Control):
-    """Ask for the venue's status."""
 
 
 class StrategyStatus(_Control):

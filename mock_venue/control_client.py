@@ -14,6 +14,7 @@ import zmq
 import zmq.asyncio
 from pydantic import BaseModel
 
+from bus.backend import GetStatus
 from bus.codec import WireError, decode, encode
 from mock_venue.control import (
     CONTROL_MODELS,
@@ -24,7 +25,6 @@ from mock_venue.control import (
     Done,
     Faults,
     FillOrder,
-    GetStatus,
     InjectFault,
     ListFaults,
     Restate,

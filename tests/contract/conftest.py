@@ -8,12 +8,13 @@ branches below, and every test runs against it unchanged.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 
 import pytest
 
 from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
+from bus.process import GatewayProcess
 from mock_venue.clock import ManualClock
 from mock_venue.control_client import ControlClient
 from mock_venue.port import MockVenue, VenueControl
@@ -25,7 +26,7 @@ from tests.contract.venue_setup import CONTRACT_VENUE, SEED, START
 
 PortFactory = Callable[..., OrderExecutionPort]
 
-IMPLEMENTATIONS = ["mock", "zmq", "zmq-blocking"]
+IMPLEMENTATIONS = ["mock", "zmq", "zmq-blocking", "zmq-gateway"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -47,8 +48,19 @@ async def venue_and_factory(venue_kind: str) -> AsyncIterator[tuple[VenueControl
             await venue.aclose()
         return
     # The venue in a separate process, on a manual clock the test moves over the control channel.
-    with VenueProcess(CONTRACT_VENUE, seed=SEED, clock="manual", heartbeat=0.1) as process:
+    with ExitStack() as processes:
+        process = processes.enter_context(
+            VenueProcess(CONTRACT_VENUE, seed=SEED, clock="manual", heartbeat=0.1)
+        )
+        control_endpoint = process.endpoints.control if process.endpoints else ""
         endpoints = process.endpoints
+        if venue_kind == "zmq-gateway":
+            # Two hops: the strategy's port -> a gateway process -> its hosted ZeroMQ port ->
+            # the venue process. Scripted fills and faults act on the venue, as for "zmq".
+            gateway = processes.enter_context(
+                GatewayProcess("bus.gateway:zmq_ports", _hosted(process), heartbeat=0.1)
+            )
+            endpoints = gateway.endpoints
         assert endpoints is not None
 
         def zmq_factory(
@@ -73,8 +85,19 @@ async def venue_and_factory(venue_kind: str) -> AsyncIterator[tuple[VenueControl
                 retry_throttled=False,  # retry_after is manual-clock time here
             )
 
-        async with ControlClient(endpoints.control) as control:
+        async with ControlClient(control_endpoint) as control:
             yield control, zmq_factory
+
+
+def _hosted(venue: VenueProcess) -> dict[str, object]:
+    """The gateway's hosted ports: ZeroMQ ports to ``venue``, as the suite's own are."""
+    assert venue.endpoints is not None
+    return {
+        "command": venue.endpoints.command,
+        "events": venue.endpoints.events,
+        "heartbeat_interval": 0.1,
+        "retry_throttled": False,  # retry_after is manual-clock time here
+    }
 
 
 @pytest.fixture

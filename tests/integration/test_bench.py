@@ -13,7 +13,7 @@ def test_bench_runs_and_reports_every_measure(tmp_path: Path) -> None:
     output = tmp_path / "bench.json"
     done = subprocess.run(
         [
-            sys.executable, "-c", "from mock_venue.bench import orderbus; orderbus()",
+            sys.executable, "-c", "from bus.cli import main; main()",
             "bench", "--rounds", "1", "--count", "50", "--fan-out-orders", "100",
             "--memory-orders", "500", "--output", str(output),
         ],

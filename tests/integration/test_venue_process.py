@@ -298,7 +298,7 @@ def test_watch_ends_cleanly_on_sigterm_even_while_it_catches_up() -> None:
             context.destroy(linger=0)
         watch = subprocess.Popen(
             [
-                sys.executable, "-c", "from mock_venue.bench import orderbus; orderbus()",
+                sys.executable, "-c", "from bus.cli import main; main()",
                 "watch", "--plain",
                 "--command", venue.endpoints.command, "--events", venue.endpoints.events,
             ],

@@ -1,0 +1,308 @@
+"""The gateway: any ``OrderExecutionPort`` behind the bus, served to many strategy processes.
+
+``PortBackend`` is a ``bus.backend.Backend`` whose requests go to ports a factory makes (one per
+strategy, or one shared by all): each strategy's commands go to its hosted port, its updates go
+out on the strategy's stream with the bus's sequence numbers and replay, and the hosted port's
+answers, typed errors and port events reach the remote strategy unchanged in meaning. The ports
+run on an asyncio loop in a thread of their own; the server's loop stays single-threaded and
+hears of finished work through a pipe. See docs/gateway.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from bus.backend import Answer, GetStatus, Host, Notice, Output, Report
+from bus.client import ZmqOrderExecutionPort
+from bus.codec import Sync
+from bus.venue_protocol import RequestKey
+from ports.enums import ErrorReason, Outcome
+from ports.errors import PortError
+from ports.models import (
+    AmendOrder,
+    CancelAllOrders,
+    CancelOrder,
+    ExecutionReport,
+    ListOpenOrders,
+    OpenOrders,
+    QueryOrder,
+    Rejection,
+    Request,
+    SubmitOrder,
+)
+from ports.order_execution_port import OrderExecutionPort
+
+PortFactory = Callable[[str, Mapping[str, Any]], OrderExecutionPort | Awaitable[OrderExecutionPort]]
+"""``factory(strategy_id, config)``: the port that serves ``strategy_id`` (not opened yet; the
+same object for several strategies to share one). ``config``: the gateway's config file."""
+
+_CLOSE_TIMEOUT = 10.0  # seconds the hosted ports get to close when the gateway stops
+
+
+class HostedStream(BaseModel):
+    """One strategy the gateway serves."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy_id: str
+    seq: int
+    port_state: str
+
+
+class GatewayStatus(BaseModel):
+    """What a running gateway holds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    session: str
+    instance: str
+    venue_seq: int
+    clients: int
+    requests: int
+    protocol_errors: int
+    unroutable_replies: int
+    strategies: tuple[HostedStream, ...]
+
+
+GATEWAY_CONTROL_MODELS: Mapping[str, type[BaseModel]] = {
+    "get_status": GetStatus,
+    "gateway_status": GatewayStatus,
+    "error": Rejection,
+}
+
+
+def load_factory(spec: str) -> PortFactory:
+    """``package.module:callable`` -> the callable. Raises ``ValueError`` saying what is wrong."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{spec!r}: expected package.module:callable")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ValueError(f"{module_name!r} has no callable {attribute!r}")
+    return factory  # type: ignore[no-any-return]
+
+
+def zmq_ports(strategy_id: str, config: Mapping[str, Any]) -> OrderExecutionPort:
+    """A factory for a gateway in front of another bus server (a venue process, a gateway):
+    ``config`` holds ``command`` and ``events`` endpoints and ``ZmqOrderExecutionPort``'s
+    other options (``ack_timeout``, ``heartbeat_interval``, ``retry_throttled``, ...)."""
+    options = dict(config)
+    return ZmqOrderExecutionPort(
+        strategy_id, command=options.pop("command"), events=options.pop("events"), **options
+    )
+
+
+class PortBackend:
+    """Hosts the ports ``factory`` makes (see the module). ``config`` goes to the factory."""
+
+    def __init__(self, factory: PortFactory, config: Mapping[str, Any] | None = None) -> None:
+        self._factory = factory
+        self._config: Mapping[str, Any] = config or {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="gateway-ports", daemon=True)
+        self._done: deque[list[Output]] = deque()  # appended by the loop's thread
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._host: Host | None = None
+        # Loop thread only: the port of each strategy (opening, or open), the strategies each
+        # open port serves (a shared port serves several), and the tasks running.
+        self._ports: dict[str, asyncio.Task[OrderExecutionPort]] = {}
+        self._served: dict[int, list[str]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- Backend ------------------------------------------------------------------------------
+
+    @property
+    def session(self) -> str | None:
+        return None  # a gateway keeps no state of its own: each start is a new session
+
+    @property
+    def control_models(self) -> Mapping[str, type[BaseModel]]:
+        return GATEWAY_CONTROL_MODELS
+
+    @property
+    def events(self) -> None:
+        return None
+
+    def start(self, host: Host) -> None:
+        self._host = host
+        self._thread.start()
+
+    def execute(self, key: RequestKey, request: Request | Sync, frame: bytes) -> None:
+        self._loop.call_soon_threadsafe(self._spawn, self._serve(key, request))
+
+    def recall(self, token: Hashable) -> BaseModel | None:
+        return None  # every answer is kept as its frame
+
+    def control(self, command: BaseModel, frame: bytes) -> BaseModel:
+        if isinstance(command, GetStatus):
+            return self.status()
+        raise TypeError(f"{type(command).__name__} is not a control command of the gateway")
+
+    def poll(self, now: float) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+        assert self._host is not None
+        while self._done:
+            self._host.deliver(self._done.popleft())
+
+    def next_due(self, now: float) -> float | None:
+        return None
+
+    def fileno(self) -> int | None:
+        return self._wake_r
+
+    def venue_time(self) -> datetime:
+        return datetime.now(UTC)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            closing = asyncio.run_coroutine_threadsafe(self._close_ports(), self._loop)
+            with contextlib.suppress(Exception):
+                closing.result(_CLOSE_TIMEOUT)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(_CLOSE_TIMEOUT)
+        self._loop.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def status(self) -> GatewayStatus:
+        """What the gateway holds now (read from the server's thread: a moment's snapshot)."""
+        assert self._host is not None
+        protocol = self._host.protocol
+        states: dict[str, str] = {}
+        for strategy_id, task in list(self._ports.items()):
+            done = task.done() and not task.cancelled() and task.exception() is None
+            states[strategy_id] = task.result().state.value if done else "opening"
+        return GatewayStatus(
+            session=protocol.session,
+            instance=protocol.instance,
+            venue_seq=protocol.venue_seq,
+            clients=len(protocol.clients),
+            requests=protocol.requests,
+            protocol_errors=protocol.protocol_errors,
+            unroutable_replies=self._host.unroutable_replies,
+            strategies=tuple(
+                HostedStream(strategy_id=s, seq=protocol.stream_seq(s), port_state=states[s])
+                for s in sorted(states)
+            ),
+        )
+
+    # --- the ports' thread --------------------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(work)
+        self._tasks.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self._tasks.discard)
+
+    def _put(self, outputs: list[Output]) -> None:
+        self._done.append(outputs)
+        with contextlib.suppress(BlockingIOError):  # full of wake-ups already
+            os.write(self._wake_w, b"x")
+
+    async def _serve(self, key: RequestKey, request: Request | Sync) -> None:
+        result: BaseModel
+        try:
+            port = await self._port(request.strategy_id)
+            result = await self._call(port, request)
+        except PortError as error:
+            result = error.to_rejection()
+        except Exception as error:  # the hosted adapter failed: it may have acted
+            result = Rejection(
+                reason=ErrorReason.VENUE_REJECTED,
+                message=f"the hosted port failed: {type(error).__name__}: {error}",
+                outcome=Outcome.UNKNOWN,
+                client_order_id=getattr(request, "client_order_id", None),
+            )
+        self._put([Answer(key, result)])
+
+    @staticmethod
+    async def _call(port: OrderExecutionPort, request: Request | Sync) -> BaseModel:
+        match request:
+            case SubmitOrder():
+                return await port.submit_order(request)
+            case AmendOrder():
+                return await port.amend_order(request)
+            case CancelOrder():
+                return await port.cancel_order(request)
+            case CancelAllOrders():
+                return await port.cancel_all_orders(request.instrument, request.side)
+            case QueryOrder():
+                return await port.order_status(request.client_order_id)
+            case ListOpenOrders():
+                orders = await port.open_orders(request.instrument)
+                return OpenOrders(strategy_id=request.strategy_id, orders=orders)
+            case Sync():
+                orders = await port.open_orders()
+                return OpenOrders(strategy_id=request.strategy_id, orders=orders)
+        raise TypeError(f"{type(request).__name__} is not a request")
+
+    async def _port(self, strategy_id: str) -> OrderExecutionPort:
+        task = self._ports.get(strategy_id)
+        if task is None:
+            task = self._ports[strategy_id] = self._loop.create_task(self._open(strategy_id))
+        try:
+            return await asyncio.shield(task)
+        except BaseException:
+            if self._ports.get(strategy_id) is task and task.done():
+                del self._ports[strategy_id]  # the next request tries again
+            raise
+
+    async def _open(self, strategy_id: str) -> OrderExecutionPort:
+        made = self._factory(strategy_id, self._config)
+        port = await made if isinstance(made, Awaitable) else made
+        served = self._served.get(id(port))
+        if served is not None:  # a shared port, open already
+            served.append(strategy_id)
+            return port
+        await port.open()
+        # Subscribed before anything else can run on this loop: no update is missed.
+        updates = port.updates(port_events=True)
+        self._served[id(port)] = [strategy_id]
+        self._spawn(self._relay(port, updates))
+        return port
+
+    async def _relay(self, port: OrderExecutionPort, updates: Any) -> None:
+        """The hosted port's updates, onto the bus: reports to their strategy's stream, port
+        events to every strategy the port serves."""
+        async for update in updates:
+            if isinstance(update, ExecutionReport):
+                self._put([Report(update)])
+            else:
+                strategies = self._served.get(id(port), [])
+                self._put([Notice(s, update) for s in strategies])
+
+    async def _close_ports(self) -> None:
+        ports = []
+        for task in self._ports.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                ports.append(task.result())
+            else:
+                task.cancel()
+        for port in {id(p): p for p in ports}.values():
+            with contextlib.suppress(Exception):
+                await port.close()
+        # Then every task left on the loop, the adapters' own included (as asyncio.run does).
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)

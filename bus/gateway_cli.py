@@ -1,0 +1,91 @@
+"""``orderbus gateway``: serve any ``OrderExecutionPort`` to many strategy processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from bus.gateway import PortBackend, load_factory
+from bus.server import Endpoints, Server
+
+DEFAULT_COMMAND = "tcp://127.0.0.1:5565"
+DEFAULT_EVENTS = "tcp://127.0.0.1:5566"
+DEFAULT_CONTROL = "tcp://127.0.0.1:5567"
+
+
+def _config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--config") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a mapping", param_hint="--config")
+    return data
+
+
+@click.command()
+@click.option("--port-factory", "spec", required=True, envvar="ORDERBUS_PORT_FACTORY",
+              help="package.module:callable, called as factory(strategy_id, config) for the "
+                   "port that serves each strategy.")  # fmt: skip
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="YAML (or JSON) file whose mapping is given to the factory.")  # fmt: skip
+@click.option("--command", "command_endpoint", default=DEFAULT_COMMAND, show_default=True)
+@click.option("--events", "events_endpoint", default=DEFAULT_EVENTS, show_default=True)
+@click.option("--control", "control_endpoint", default=DEFAULT_CONTROL, show_default=True)
+@click.option("--heartbeat", default=0.5, show_default=True, help="Heartbeat interval, seconds.")
+def gateway(
+    spec: str,
+    config_path: Path | None,
+    command_endpoint: str,
+    events_endpoint: str,
+    control_endpoint: str,
+    heartbeat: float,
+) -> None:
+    """Serve the ports a factory makes over the bus, until SIGINT or SIGTERM.
+
+    Prints one JSON ready line with its endpoints. Strategies connect to it as to a venue."""
+    # A factory beside the working directory (examples/...) imports as it does for `python -m`.
+    sys.path.insert(0, os.getcwd())
+    try:
+        factory = load_factory(spec)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--port-factory") from None
+    server = Server(
+        PortBackend(factory, _config(config_path)),
+        Endpoints(command_endpoint, events_endpoint, control_endpoint),
+        heartbeat_interval=heartbeat,
+    )
+    try:
+        bound = server.bind()
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint, ...
+        server.close()
+        raise click.ClickException(f"cannot bind: {exc}") from None
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    ready = {
+        "ready": True,
+        "pid": os.getpid(),
+        "command": bound.command,
+        "events": bound.events,
+        "control": bound.control,
+        "session": server.session,
+        "port_factory": spec,
+    }
+    click.echo(json.dumps(ready))
+    sys.stdout.flush()
+    try:
+        server.serve()
+    finally:
+        server.close()
+    click.echo(json.dumps({"stopped": True, "requests": server.protocol.requests}), err=True)

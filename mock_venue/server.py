@@ -426,7 +426,7 @@ class VenueServer:
                     self._control_command(decode(record["b"], models=CONTROL_MODELS).body)
                 case "f":
                     kind = _TRANSPORT_FAULTS[record["kind"]]
-                    self.engine.take_fault(kind, record["s"], record["i"], record["o"])
+                    self.engine.faults.fire(kind, record["s"], record["i"], record["o"])
                 case other:
                     raise JournalError(f"{path}: unknown record kind {other!r}")
             self.recovered_records += 1
@@ -563,7 +563,7 @@ class VenueServer:
                 return
             self._out_replies += replies
             self._out_events += events
-        if self.engine.has_faults():
+        if self.engine.faults.any_in_force():
             # Transport faults draw from the seeded fault RNG as events are published: publish
             # each step's at once, so that the draws follow the requests, not how they batched.
             self._flush()
@@ -644,7 +644,7 @@ class VenueServer:
 
     def _publish_events(self, events: list[_Event]) -> None:
         """Publish a step's events, in order, through the transport faults in force."""
-        if not self.engine.has_faults():  # the common case: no fault to look for
+        if not self.engine.faults.any_in_force():  # the common case: no fault to look for
             if self._held:
                 self._release_held()
             for event in events:
@@ -672,11 +672,11 @@ class VenueServer:
 
     def _take(self, kind: type[TransportFault], event: _Event) -> bool:
         """Does a transport fault of ``kind`` fire for this event? Journaled when one could."""
-        if self.engine.fault_in_force(kind) is None:
+        if self.engine.faults.in_force(kind) is None:
             return False
         at = self._pinned.now()
         args = (event.strategy_id, event.instrument, event.client_order_id)
-        fired = self.engine.take_fault(kind, *args) is not None
+        fired = self.engine.faults.fire(kind, *args) is not None
         if self._journal is not None:
             self._journal.append(
                 {"k": "f", "t": at, "kind": kind.__name__, "s": args[0], "i": args[1], "o": args[2]}
@@ -689,7 +689,7 @@ class VenueServer:
 
     def _paused(self) -> bool:
         """A PausePublishing fault holds events back; once its time is up it is cleared."""
-        active = self.engine.fault_in_force(PausePublishing)
+        active = self.engine.faults.in_force(PausePublishing)
         if active is None:
             self._pause_until.clear()
             return False
@@ -791,7 +791,7 @@ class VenueServer:
             case GetStatus():
                 return self.status()
             case ListFaults():
-                return Faults(faults=tuple(engine.active_faults()))
+                return Faults(faults=tuple(engine.faults.active()))
             case Advance():
                 if not isinstance(self.clock, ManualClock):
                     raise TypeError("this venue runs on real time: there is no clock to advance")
@@ -817,9 +817,9 @@ class VenueServer:
                     command.strategy_id, command.client_order_id, command.quantity
                 )
             case InjectFault():
-                result = Faults(faults=(engine.inject(command.fault),))
+                result = Faults(faults=(engine.faults.inject(command.fault),))
             case ClearFaults():
-                engine.clear_faults(command.fault_id)
+                engine.faults.clear(command.fault_id)
         if frame is None:
             frame = encode(command, types=CONTROL_TYPES)
         self._step(outputs, {"k": "c", "t": at, "b": frame})
@@ -859,7 +859,7 @@ class VenueServer:
                 )
                 for s in sorted(count)
             ),
-            faults=tuple(self.engine.active_faults()),
+            faults=tuple(self.engine.faults.active()),
         )
 
 

@@ -93,7 +93,9 @@ class EngineBackend:
         self._host: Host | None = None
         self.recovered_records = 0
         self.torn_bytes = 0
-        self._events = TransportFaults(self.engine, self._pinned, self._write, self._clear_fault)
+        self._events = TransportFaults(
+            self.engine.faults, self._pinned, self._write, self._clear_fault
+        )
 
     # --- Backend ------------------------------------------------------------------------------
 
@@ -266,7 +268,7 @@ class EngineBackend:
                     self._control_command(decode(record["b"], models=CONTROL_MODELS).body)
                 case "f":
                     kind = TRANSPORT_FAULTS[record["kind"]]
-                    self.engine.take_fault(kind, record["s"], record["i"], record["o"])
+                    self.engine.faults.fire(kind, record["s"], record["i"], record["o"])
                 case other:
                     raise JournalError(f"{path}: unknown record kind {other!r}")
             self.recovered_records += 1
@@ -297,7 +299,7 @@ class EngineBackend:
             case GetStatus():
                 return self.status()
             case ListFaults():
-                return Faults(faults=tuple(engine.active_faults()))
+                return Faults(faults=tuple(engine.faults.active()))
             case Advance():
                 if not isinstance(self.clock, ManualClock):
                     raise TypeError("this venue runs on real time: there is no clock to advance")
@@ -323,9 +325,9 @@ class EngineBackend:
                     command.strategy_id, command.client_order_id, command.quantity
                 )
             case InjectFault():
-                result = Faults(faults=(engine.inject(command.fault),))
+                result = Faults(faults=(engine.faults.inject(command.fault),))
             case ClearFaults():
-                engine.clear_faults(command.fault_id)
+                engine.faults.clear(command.fault_id)
         if frame is None:
             frame = encode(command, types=CONTROL_TYPES)
         self._step(outputs, {"k": "c", "t": at, "b": frame})
@@ -367,7 +369,7 @@ class EngineBackend:
                 )
                 for s in sorted(count)
             ),
-            faults=tuple(self.engine.active_faults()),
+            faults=tuple(self.engine.faults.active()),
         )
 
 

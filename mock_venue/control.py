@@ -18,6 +18,10 @@ from mock_venue.faults import MAX_SECONDS, ActiveFault, Fault
 from ports.models import Identifier, Price, Quantity, Rejection
 
 
+class VenueControlError(ValueError):
+    """A control command (scripted fill, restatement, ...) that does not fit the venue's state."""
+
+
 class _Control(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -107,13 +107,13 @@ class MockVenue:
         self._dispatch(self.engine.restate(strategy_id, client_order_id, quantity))
 
     async def inject(self, fault: Fault) -> ActiveFault:
-        return self.engine.inject(fault)
+        return self.engine.faults.inject(fault)
 
     async def clear_faults(self) -> None:
-        self.engine.clear_faults()
+        self.engine.faults.clear()
 
     async def active_faults(self) -> list[ActiveFault]:
-        return self.engine.active_faults()
+        return self.engine.faults.active()
 
     async def aclose(self) -> None:
         """Close every port and stop the timer task."""

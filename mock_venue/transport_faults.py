@@ -10,7 +10,7 @@ from typing import Any
 
 from bus.venue_protocol import Event
 from mock_venue.clock import PinnedClock
-from mock_venue.engine import VenueEngine
+from mock_venue.fault_book import FaultBook
 from mock_venue.faults import (
     DropEvents,
     DuplicateEvents,
@@ -25,18 +25,18 @@ TRANSPORT_FAULTS: dict[str, type[TransportFault]] = {
 
 
 class TransportFaults:
-    """``EventFilter`` of the mock venue. ``journal``: writes down each draw of a fault that
-    could fire (a recovery replays the draws); ``clear``: ends a fault by id, as a journaled
-    control command (a timed pause whose time is up)."""
+    """``EventFilter`` of the mock venue, on the engine's fault book. ``journal``: writes down
+    each draw of a fault that could fire (a recovery replays the draws); ``clear``: ends a fault
+    by id, as a journaled control command (a timed pause whose time is up)."""
 
     def __init__(
         self,
-        engine: VenueEngine,
+        faults: FaultBook,
         pinned: PinnedClock,
         journal: Callable[[dict[str, Any]], None],
         clear: Callable[[int], None],
     ) -> None:
-        self._engine = engine
+        self._faults = faults
         self._pinned = pinned
         self._journal = journal
         self._clear = clear
@@ -45,7 +45,7 @@ class TransportFaults:
         self._pause_until: dict[int, float] = {}
 
     def active(self) -> bool:
-        return self._engine.has_faults() or bool(self._held) or bool(self._reordered)
+        return self._faults.any_in_force() or bool(self._held) or bool(self._reordered)
 
     def route(self, events: list[Event]) -> list[Event]:
         if self._paused():
@@ -87,10 +87,10 @@ class TransportFaults:
 
     def _fires(self, kind: type[TransportFault], event: Event) -> bool:
         """Does a fault of ``kind`` fire for this event? Journaled when one could."""
-        if self._engine.fault_in_force(kind) is None:
+        if self._faults.in_force(kind) is None:
             return False
         args = (event.strategy_id, event.instrument, event.client_order_id)
-        fired = self._engine.take_fault(kind, *args) is not None
+        fired = self._faults.fire(kind, *args) is not None
         self._journal(
             {
                 "k": "f",
@@ -105,7 +105,7 @@ class TransportFaults:
 
     def _paused(self) -> bool:
         """A PausePublishing fault holds events back; once its time is up it is cleared."""
-        active = self._engine.fault_in_force(PausePublishing)
+        active = self._faults.in_force(PausePublishing)
         if active is None:
             self._pause_until.clear()
             return False

@@ -158,8 +158,8 @@ def test_a_price_path_never_walks_above_the_largest_price_a_report_can_carry() -
 
 
 def test_a_model_built_without_validation_has_the_state_of_a_validated_one() -> None:
-    # The engine sets a model's instance state itself (see engine._built): a pydantic release
-    # that lays models out otherwise must fail here, not on the wire.
+    # The engine sets a model's instance state itself (see mock_venue.outputs.built): a pydantic
+    # release that lays models out otherwise must fail here, not on the wire.
     engine = VenueEngine(CONFIG, clock=ManualClock(), rng=random.Random(0))
     outputs = engine.handle(order(1, "S", "10.00"), "t")
     built: list[BaseModel] = [o.report if isinstance(o, Publish) else o.result for o in outputs]

@@ -275,7 +275,7 @@ class Run:
 def _drops_left(engine: VenueEngine) -> dict[int, int]:
     return {
         f.fault_id: f.remaining or 0
-        for f in engine.active_faults()
+        for f in engine.faults.active()
         if isinstance(f.fault, DropReplies)
     }
 
@@ -392,13 +392,13 @@ def run_steps(steps: list[Step], seed: int) -> tuple[Run, VenueEngine]:
                     clock.advance(step.seconds)
                     run.outputs.extend(engine.advance())
                 case Inject():
-                    engine.inject(step.fault)
+                    engine.faults.inject(step.fault)
                 case ClearFaults():
-                    active = engine.active_faults()
+                    active = engine.faults.active()
                     if step.pick is None:
-                        engine.clear_faults()
+                        engine.faults.clear()
                     elif active:
-                        engine.clear_faults(active[step.pick % len(active)].fault_id)
+                        engine.faults.clear(active[step.pick % len(active)].fault_id)
         except VenueControlError:
             # Control commands on orders that do not work are refused; that is part of the trace.
             run.control_errors.append(index)

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 import zmq
 
-from bus.backend import Answer, Backend, Notice, Output, Report
+from bus.backend import Backend, Output
 from bus.codec import MAX_FRAME_BYTES, WireError, decode, encode
+from bus.outbox import Outbox
 from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE, readable
 from bus.venue_protocol import Event, Execute, ReplayWanted, Reply, Route, VenueProtocol
 from ports.enums import ErrorReason
-from ports.models import ExecutionReport, Rejection
+from ports.models import Rejection
 
 _BATCH = 256  # messages taken from one socket before the others get a turn
 # Outputs of this many requests go out together: each send that finds libzmq's I/O thread asleep
@@ -76,10 +77,13 @@ class Server:
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
         self._stopping = False
-        self._out_replies: list[tuple[Route, bytes]] = []  # until ``flush``
-        self._out_reports: list[ExecutionReport] = []  # not encoded yet (no ``before_send``)
-        self._out_events: list[Event] = []
-        self._flushing = False
+        # Looked up at each call: a rebind replaces the sockets.
+        self._outbox = Outbox(
+            self._protocol,
+            lambda route, frame: self._send(self._command, route, frame),
+            lambda events: self._publish(events),
+            backend.events,
+        )
         self.unroutable_replies = 0
         self.endpoints: Endpoints | None = None
         backend.start(self)
@@ -297,87 +301,11 @@ class Server:
         before_send: Callable[[list[bytes]], None] | None = None,
         send: bool = True,
     ) -> None:
-        protocol = self._protocol
-        if before_send is None and send:
-            # The common case: replies are encoded now, events only when flushed, after the
-            # replies have left.
-            for output in outputs:
-                if type(output) is Report:
-                    self._out_reports.append(output.report)
-                elif type(output) is Answer:
-                    self._answer(output)
-                elif type(output) is Notice:
-                    self._encode_reports()
-                    topic, frame = protocol.notice(output.strategy_id, output.event)
-                    self._out_events.append(Event(output.strategy_id, "", "", topic, frame))
-        else:
-            self._encode_reports()
-            replies: list[tuple[Route | None, bytes]] = []
-            events: list[Event] = []
-            for output in outputs:
-                if type(output) is Report:
-                    events.append(protocol.publish(output.report))
-                elif type(output) is Answer:
-                    replies.append(
-                        protocol.answer(
-                            output.key,
-                            output.result,
-                            recall=output.recall,
-                            delivered=output.delivered,
-                        )
-                    )
-            if before_send is not None:
-                before_send([e.frame for e in events] + [frame for _, frame in replies])
-            if not send:
-                return
-            self._out_replies += [(r, f) for r, f in replies if r is not None]
-            self._out_events += events
-        filter_ = self.backend.events
-        if filter_ is not None and filter_.active():
-            # Transport faults draw from a seeded RNG as events are published: each step's
-            # events go at once, so that the draws follow the requests, not how they batched.
-            self.flush()
-
-    def _answer(self, output: Answer) -> None:
-        if output.key in self._protocol.pending_syncs:
-            self._encode_reports()  # the baseline counts every event produced before it
-        route, frame = self._protocol.answer(
-            output.key, output.result, recall=output.recall, delivered=output.delivered
-        )
-        if route is not None:
-            self._out_replies.append((route, frame))
-
-    def _encode_reports(self) -> None:
-        if self._out_reports:
-            reports, self._out_reports = self._out_reports, []
-            self._out_events += [self._protocol.publish(r) for r in reports]
+        self._outbox.deliver(outputs, before_send=before_send, send=send)
 
     def flush(self) -> None:
-        """Send what the steps taken produced: replies first (the requesters wait on them, and
-        nothing orders a reply against the events on the other socket), then the events, in
-        order. Publishing may release more (a pause ends): that is sent after, until empty."""
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            while self._out_replies or self._out_reports or self._out_events:
-                try:
-                    if self._out_replies:
-                        replies, self._out_replies = self._out_replies, []
-                        for route, frame in replies:
-                            self._send(self._command, route, frame)
-                    self._encode_reports()
-                    if self._out_events:
-                        events, self._out_events = self._out_events, []
-                        filter_ = self.backend.events
-                        if filter_ is not None and filter_.active():
-                            events = filter_.route(events)
-                        self._publish(events)
-                except Exception as error:  # the server keeps serving; the loss is reported
-                    self._protocol.protocol_errors += 1
-                    sys.stderr.write(f"server: sending a step's outputs failed: {error!r}\n")
-        finally:
-            self._flushing = False
+        """Send what the steps taken produced (see ``bus.outbox.Outbox.flush``)."""
+        self._outbox.flush()
 
     def _publish(self, events: list[Event]) -> None:
         socket = self._events

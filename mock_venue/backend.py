@@ -336,41 +336,7 @@ class EngineBackend:
     def status(self) -> VenueStatus:
         """What the venue holds now."""
         assert self._host is not None
-        protocol = self._host.protocol
-        orders = list(self.engine.orders())
-        count: Counter[str] = Counter(o.strategy_id for o in orders)
-        working: Counter[str] = Counter(o.strategy_id for o in orders if o.status.is_open)
-        filled: dict[str, Decimal] = {}
-        for order in orders:
-            filled[order.strategy_id] = filled.get(order.strategy_id, Decimal(0)) + order.cum_qty
-        return VenueStatus(
-            venue_id=self.engine.config.venue_id,
-            session=protocol.session,
-            instance=protocol.instance,
-            clock=type(self.clock).__name__,
-            venue_time=self.clock.now().isoformat(),
-            venue_seq=self.engine.venue_seq,
-            orders=len(orders),
-            open_orders=sum(1 for o in orders if o.status.is_open),
-            clients=len(protocol.clients),
-            requests=protocol.requests,
-            protocol_errors=protocol.protocol_errors,
-            unroutable_replies=self._host.unroutable_replies,
-            journal=None if self._journal is None else str(self._journal.path),
-            journal_records=0 if self._journal is None else self._journal.records,
-            recovered_records=self.recovered_records,
-            strategies=tuple(
-                StrategyStatus(
-                    strategy_id=s,
-                    seq=self.engine.stream_seq(s),
-                    orders=count[s],
-                    open_orders=working[s],
-                    filled_qty=filled[s],
-                )
-                for s in sorted(count)
-            ),
-            faults=tuple(self.engine.faults.active()),
-        )
+        return _status(self, self._host, self._journal)
 
 
 def venue_server(
@@ -387,6 +353,45 @@ def venue_server(
         endpoints,
         heartbeat_interval=heartbeat_interval,
         reply_cache_size=reply_cache_size,
+    )
+
+
+def _status(backend: EngineBackend, host: Host, journal: Journal | None) -> VenueStatus:
+    protocol = host.protocol
+    engine = backend.engine
+    orders = list(engine.orders())
+    count: Counter[str] = Counter(o.strategy_id for o in orders)
+    working: Counter[str] = Counter(o.strategy_id for o in orders if o.status.is_open)
+    filled: dict[str, Decimal] = {}
+    for order in orders:
+        filled[order.strategy_id] = filled.get(order.strategy_id, Decimal(0)) + order.cum_qty
+    return VenueStatus(
+        venue_id=engine.config.venue_id,
+        session=protocol.session,
+        instance=protocol.instance,
+        clock=type(backend.clock).__name__,
+        venue_time=backend.clock.now().isoformat(),
+        venue_seq=engine.venue_seq,
+        orders=len(orders),
+        open_orders=sum(1 for o in orders if o.status.is_open),
+        clients=len(protocol.clients),
+        requests=protocol.requests,
+        protocol_errors=protocol.protocol_errors,
+        unroutable_replies=host.unroutable_replies,
+        journal=None if journal is None else str(journal.path),
+        journal_records=0 if journal is None else journal.records,
+        recovered_records=backend.recovered_records,
+        strategies=tuple(
+            StrategyStatus(
+                strategy_id=s,
+                seq=engine.stream_seq(s),
+                orders=count[s],
+                open_orders=working[s],
+                filled_qty=filled[s],
+            )
+            for s in sorted(count)
+        ),
+        faults=tuple(engine.faults.active()),
     )
 
 

@@ -15,7 +15,7 @@ DOCS = ROOT / "docs"
 CHECKER = ROOT / "tools" / "mermaid-check"
 REQUIRED_PAGES = [
     "quickstart", "concepts", "port-api", "errors", "protocol", "faults", "testing",
-    "deployment", "benchmarks", "sequences",
+    "deployment", "benchmarks", "sequences", "gateway",
 ]  # fmt: skip
 # Sequence diagrams the docs must have, by page and a phrase of their heading.
 REQUIRED_DIAGRAMS = {
@@ -26,6 +26,8 @@ REQUIRED_DIAGRAMS = {
         "Cancel",
         "Cancel racing a fill",
     ],
+    "concepts.md": ["The layers, and one order through them"],
+    "gateway.md": ["The gateway: your own adapter behind the bus"],
     "faults.md": [
         "Dropped reply and idempotent retry",
         "Gap detection and replay",

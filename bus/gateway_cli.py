@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ import click
 import yaml
 
 from bus.gateway import PortBackend, load_factory
+from bus.serve import serve_until_signalled
 from bus.server import Endpoints, Server
 
 DEFAULT_COMMAND = "tcp://127.0.0.1:5565"
@@ -66,26 +65,4 @@ def gateway(
         Endpoints(command_endpoint, events_endpoint, control_endpoint),
         heartbeat_interval=heartbeat,
     )
-    try:
-        bound = server.bind()
-    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint, ...
-        server.close()
-        raise click.ClickException(f"cannot bind: {exc}") from None
-    signal.signal(signal.SIGINT, lambda *_: server.stop())
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
-    ready = {
-        "ready": True,
-        "pid": os.getpid(),
-        "command": bound.command,
-        "events": bound.events,
-        "control": bound.control,
-        "session": server.session,
-        "port_factory": spec,
-    }
-    click.echo(json.dumps(ready))
-    sys.stdout.flush()
-    try:
-        server.serve()
-    finally:
-        server.close()
-    click.echo(json.dumps({"stopped": True, "requests": server.protocol.requests}), err=True)
+    serve_until_signalled(server, {"port_factory": spec})

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import sys
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +12,7 @@ import click
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from bus.serve import serve_until_signalled
 from bus.server import Endpoints
 from mock_venue.backend import EngineBackend, venue_server
 from mock_venue.clock import ManualClock, WallClock
@@ -180,41 +177,22 @@ def serve(
         )
     except (JournalError, OSError) as exc:
         raise click.ClickException(f"cannot use the journal: {exc}") from None
-    try:
-        bound = server.bind()
-    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint, ...
-        server.close()
-        raise click.ClickException(f"cannot bind: {exc}") from None
-    signal.signal(signal.SIGINT, lambda *_: server.stop())
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
     backend = server.backend
     assert isinstance(backend, EngineBackend)
-    ready = {
-        "ready": True,
-        "pid": os.getpid(),
-        "command": bound.command,
-        "events": bound.events,
-        "control": bound.control,
-        "instruments": [i.symbol for i in config.instruments],
-        "clock": clock,
-        "session": server.session,
-        "journal": None if journal is None else str(journal),
-        "recovered_records": backend.recovered_records,
-        "torn_bytes": backend.torn_bytes,
-    }
     if backend.torn_bytes:
         click.echo(
             f"venue: cut a torn last record ({backend.torn_bytes} bytes) off {journal}: "
             "the process had died while writing it, before anything of it was sent",
             err=True,
         )
-    click.echo(json.dumps(ready), nl=True)
-    sys.stdout.flush()
-    try:
-        server.serve()
-    finally:
-        server.close()
-    click.echo(json.dumps({"stopped": True, "requests": server.protocol.requests}), err=True)
+    ready = {
+        "instruments": [i.symbol for i in config.instruments],
+        "clock": clock,
+        "journal": None if journal is None else str(journal),
+        "recovered_records": backend.recovered_records,
+        "torn_bytes": backend.torn_bytes,
+    }
+    serve_until_signalled(server, ready)
 
 
 @main.command()

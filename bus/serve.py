@@ -1,0 +1,41 @@
+"""Running a server as a command: bind, announce, serve until a signal, close."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+import click
+
+from bus.server import Server
+
+
+def serve_until_signalled(server: Server, ready: Mapping[str, object]) -> None:
+    """Bind ``server``, print one JSON ready line (its endpoints, session and pid, then
+    ``ready``), serve until SIGINT or SIGTERM, close. A bind that fails is a ``ClickException``."""
+    try:
+        bound = server.bind()
+    except Exception as exc:  # zmq.ZMQError: address in use, bad endpoint, ...
+        server.close()
+        raise click.ClickException(f"cannot bind: {exc}") from None
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    line = {
+        "ready": True,
+        "pid": os.getpid(),
+        "command": bound.command,
+        "events": bound.events,
+        "control": bound.control,
+        "session": server.session,
+        **ready,
+    }
+    click.echo(json.dumps(line))
+    sys.stdout.flush()
+    try:
+        server.serve()
+    finally:
+        server.close()
+    click.echo(json.dumps({"stopped": True, "requests": server.protocol.requests}), err=True)

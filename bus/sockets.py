@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import zmq
 
-# Plain ints of the flags used on every message: pyzmq's enum members cost an Enum construction
-# per ``|`` or ``&`` (about 0.5 us each, several times per order).
+# Plain ints of the flags used on every message: pyzmq's enum members construct an Enum on every
+# ``|`` or ``&``, several times per order (docs/benchmarks.md, "Clients").
 NOBLOCK: int = int(zmq.NOBLOCK)
 SNDMORE: int = int(zmq.SNDMORE)
 NOBLOCK_SNDMORE: int = NOBLOCK | SNDMORE
@@ -42,8 +42,8 @@ def _reconnect_quickly(socket: zmq.Socket[bytes]) -> None:
 
 
 def readable(socket: zmq.Socket[bytes]) -> bool:
-    """A message is waiting. Asking ZMQ_EVENTS is far cheaper than a recv that fails: pyzmq builds
-    a zmq.Again exception for each, which cost ~4 us apiece on the order round trip."""
+    """A message is waiting. Asking ZMQ_EVENTS is far cheaper than a recv that fails, for which
+    pyzmq builds a zmq.Again exception (docs/benchmarks.md, "Clients")."""
     events = socket.getsockopt(_EVENTS)
     assert isinstance(events, int)
     return bool(events & _POLLIN)

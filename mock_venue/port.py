@@ -16,7 +16,8 @@ from mock_venue.clock import Clock, ManualClock
 from mock_venue.config import VenueConfig
 from mock_venue.engine import Output, Publish, VenueEngine
 from mock_venue.faults import ActiveFault, Fault
-from ports.base import DEFAULT_ACK_TIMEOUT, PortBase
+from ports.base import PortBase
+from ports.core import DEFAULT_ACK_TIMEOUT
 from ports.models import Request
 
 
@@ -185,8 +186,10 @@ class MockOrderExecutionPort(PortBase):
     async def _disconnect(self) -> None:
         self.venue._detach(self)
 
-    async def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
+    def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
         self.venue._handle(self, request_id, request)  # in process: nothing is lost, no resend
+        if self._awaiting(request_id):  # not answered at once: a fault delays or drops the reply
+            self._expire_after(request_id, timeout)
 
     def _event_time(self) -> datetime:
         return self.venue.clock.now()  # port events on the venue's (logical) time, like reports

@@ -4,6 +4,7 @@ This package depends on nothing else of orderbus.
 """
 
 from ports.base import DEFAULT_ACK_TIMEOUT, PortBase
+from ports.blocking import BlockingOrderExecutionPortProtocol
 from ports.enums import (
     AckAction,
     CancelReason,
@@ -54,6 +55,7 @@ __all__ = [
     "AckTimeoutError",
     "Acknowledgement",
     "AmendOrder",
+    "BlockingOrderExecutionPortProtocol",
     "CancelAllAcknowledgement",
     "CancelAllOrders",
     "CancelOrder",

@@ -1,32 +1,27 @@
-"""``PortBase``: the asyncio logic every port shares, over a transport it does not know.
+"""``PortBase``: ``OrderExecutionPort`` for asyncio transports, over ``ports.core.PortCore``.
 
-It owns the lifecycle, request ids and their reply futures, both acknowledgement patterns, ack
-timeouts, the orders in doubt (``ports.recovery.InDoubt``, settled by a background task) and the
-fan-out of execution reports and port events to update streams. A concrete port implements
-``_connect``, ``_disconnect`` and ``_transmit``, and calls ``_on_reply`` / ``_on_report`` as answers
-and events arrive, in stream order; a transport that can lose its venue also calls ``_set_state``,
-``_emit`` and ``_venue_reset``.
+The core keeps the books; this shell waits, on asyncio: a future per request (the core fails it
+when the request's timeout passes), a timer that runs the port's own work when it falls due
+(status queries of orders in doubt; a transport adds its own, ``_tick``), and async iterators of
+updates and state changes.
+
+A concrete port implements ``_connect``, ``_disconnect`` and ``_transmit``. An in-process
+transport calls ``_on_reply`` and ``_on_report`` as answers and events arrive, in stream order,
+and ``_expire_after`` for a request it did not answer at once; a transport that can lose its venue
+also calls ``_port_event``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import math
 from abc import abstractmethod
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, overload
 
-from ports.enums import Outcome, Side
-from ports.errors import (
-    AckTimeoutError,
-    ConnectivityError,
-    PortClosedError,
-    PortError,
-    check_strategy,
-    settle,
-)
+from ports.core import DEFAULT_ACK_TIMEOUT, PortCore, Waiter, unanswered_detail
+from ports.enums import Side
+from ports.errors import PortClosedError
 from ports.models import (
     Acknowledgement,
     AmendOrder,
@@ -45,55 +40,26 @@ from ports.models import (
     SubmitOrder,
 )
 from ports.order_execution_port import OrderExecutionPort, PortState
-from ports.recovery import InDoubt
-from ports.streams import OrderHandle, Subscribers, UpdateStream, wait_reply
+from ports.streams import OrderHandle, UpdateStream
+
+__all__ = ["DEFAULT_ACK_TIMEOUT", "PortBase", "unanswered_detail"]
 
 _R = TypeVar("_R", bound=Reply)
-
-DEFAULT_ACK_TIMEOUT = 5.0
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
     future.exception()
 
 
-def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
-    """Fail a reply future. One nobody awaits any more (its caller timed out) must not log
-    "exception never retrieved": the error is reported on the update stream or to whoever still
-    awaits it. (Only failures take the callback: each costs a turn of the event loop.)"""
-    future.set_exception(error)
-    future.add_done_callback(_retrieve)
-
-
-def unanswered_detail(request: Request, timeout: float) -> str:
-    """What an ORDER_IN_DOUBT event says about the request that went unanswered."""
-    action = type(request).__name__.removesuffix("Order").lower()
-    return f"no answer to the {action} within {timeout} s"
-
-
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[Any]
-    expected: type[Any]
-    request: Request
-    expiry: asyncio.TimerHandle | None = None  # when a *_nowait request goes in doubt
-    expired: bool = False  # its timeout passed: its order went in doubt then, if it names one
-
-
-class PortBase(OrderExecutionPort):
+class PortBase(PortCore, OrderExecutionPort):
     """Shared implementation of ``OrderExecutionPort`` for asyncio transports."""
 
+    _OPEN_HINT = "the port is not open: use 'async with port' or 'await open()'"
+
     def __init__(self, strategy_id: str, *, ack_timeout: float = DEFAULT_ACK_TIMEOUT) -> None:
-        self._strategy_id = strategy_id
-        self.ack_timeout = ack_timeout
-        self._state = PortState.IDLE
-        self._next_request_id = 0
-        self._pending: dict[int, _Pending] = {}
-        self._subscribers: Subscribers[UpdateStream[Any]] = Subscribers()
-        self._state_watchers: list[asyncio.Queue[PortState]] = []
-        self._doubts = InDoubt(clock=self._event_time)
-        self._settler: asyncio.Task[None] | None = None
-        self._settler_wakeup = asyncio.Event()
+        super().__init__(strategy_id, ack_timeout=ack_timeout)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     # --- transport hooks ---------------------------------------------------------------------
 
@@ -105,161 +71,73 @@ class PortBase(OrderExecutionPort):
     async def _disconnect(self) -> None:
         """Release the transport."""
 
-    @abstractmethod
-    async def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
-        """Send one request. Raise ConnectivityError if it cannot be sent. The caller waits
-        ``timeout`` seconds for the answer: a transport may resend it until then."""
-
-    def _event_time(self) -> datetime:
-        """The time stamped on port events (a transport may have a clock of its own)."""
-        return datetime.now(UTC)
-
-    def _new_request_id(self) -> int:
-        """A request id no other request of this port uses (for a transport's own requests)."""
-        self._next_request_id += 1
-        return self._next_request_id
-
     def _on_reply(self, request_id: int, result: object) -> None:
-        """Deliver the venue's answer to request ``request_id``. Repeated answers are ignored
-        (the first one counts); a late one still settles its order if it is in doubt."""
-        if self._doubts:
-            self._emit(self._doubts.answered(request_id, result, self._loop_time()))
-            self._wake_settler()
-        entry = self._pending.pop(request_id, None)
-        if entry is None:
-            return
-        if entry.expiry is not None:
-            entry.expiry.cancel()
-        future = entry.future
-        if future.done():
-            return
-        try:
-            future.set_result(settle(result, entry.expected))
-        except PortError as error:
-            _fail(future, error)
+        """Deliver the venue's answer to request ``request_id``."""
+        self._answer(request_id, result, self._now())
 
     def _on_report(self, report: ExecutionReport) -> None:
         """Deliver one execution report to every interested stream."""
-        for stream in self._subscribers.of(report.client_order_id):
-            stream._put(report)
-        if report.client_order_id in self._doubts:
-            self._doubts.reported(report.client_order_id, self._loop_time())
-            self._wake_settler()
+        self._deliver(report, self._now())
 
-    def _emit(self, event: PortEvent | None) -> None:
-        """Deliver a port event to the streams that asked for them."""
-        if event is not None:
-            for stream in self._subscribers.port_events():
-                stream._put(event)
+    def _expire_after(self, request_id: int, timeout: float) -> None:
+        """Expire request ``request_id`` in ``timeout`` seconds, unless answered by then."""
+        asyncio.get_running_loop().call_later(timeout, self._expire_now, request_id)
 
-    def _venue_reset(self, detail: str) -> None:
-        """The venue lost its state (a transport saw a new venue session): no pending request
-        will be answered. Each fails with outcome UNKNOWN (a resend may have reached the new
-        venue) and its order goes in doubt; every order in doubt is settled at the new venue."""
-        now = self._loop_time()
-        self._doubts.reset(now)
-        pending, self._pending = self._pending, {}
-        for request_id, entry in pending.items():
-            if entry.expiry is not None:
-                entry.expiry.cancel()
-            request = entry.request
-            client_order_id = getattr(request, "client_order_id", None)
-            # An expired one went in doubt when it expired: settled since, or reset above.
-            if isinstance(request, OrderRequest) and not entry.expired:
-                self._emit(self._doubts.add(request.client_order_id, request_id, now, detail))
-            if not entry.future.done():
-                _fail(
-                    entry.future,
-                    ConnectivityError(
-                        f"{detail}; outcome unknown", client_order_id=client_order_id
-                    ),
-                )
-        self._wake_settler()
+    def _expire_now(self, request_id: int) -> None:
+        self._expire(request_id, self._now())
 
-    # --- orders in doubt ---------------------------------------------------------------------
-
-    def in_doubt(self) -> frozenset[str]:
-        return self._doubts.ids()
-
-    @staticmethod
-    def _loop_time() -> float:
+    def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def _doubt(self, request_id: int, timeout: float) -> None:
-        """Request ``request_id`` got no answer within ``timeout``: its order is in doubt."""
-        entry = self._pending.get(request_id)
-        if entry is None or entry.future.done():
+    def _fail(self, waiter: Waiter[Any], error: BaseException) -> None:
+        """Fail a reply future. One nobody awaits any more must not log "exception never
+        retrieved": the error is reported on the update stream or to whoever still awaits it.
+        (Only failures take the callback: each costs a turn of the event loop.)"""
+        waiter.set_exception(error)
+        if isinstance(waiter, asyncio.Future):
+            waiter.add_done_callback(_retrieve)
+
+    # --- the port's own work, on one timer ----------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        """The port's own work, when the timer fires (a transport adds its own)."""
+        self._ask_due(now)
+
+    def _next_tick(self, now: float) -> float | None:
+        """When ``_tick`` next has something to do (None: nothing is waiting)."""
+        return self._next_query_at()
+
+    def _wake(self) -> None:
+        if self._state is not PortState.CLOSED and self._doubts:
+            self._arm(self._now())
+
+    def _arm(self, when: float | None) -> None:
+        """Have ``_tick`` run at ``when`` at the latest."""
+        if when is None or when >= self._timer_at:
             return
-        entry.expired = True
-        request = entry.request
-        if not isinstance(request, OrderRequest):
-            return  # a query or a cancel-all: nothing to settle (cancel-all names no order)
-        now = self._loop_time()
-        self._emit(
-            self._doubts.add(
-                request.client_order_id, request_id, now, unanswered_detail(request, timeout)
-            )
-        )
-        self._wake_settler()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
+        self._timer_at = when
 
-    def _wake_settler(self) -> None:
-        if self._state is PortState.CLOSED or not self._doubts:
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        if self._state in (PortState.IDLE, PortState.CLOSED):
             return
-        if self._settler is None or self._settler.done():
-            self._settler = asyncio.get_running_loop().create_task(self._settle())
-        else:
-            self._settler_wakeup.set()
-
-    async def _settle(self) -> None:
-        """Runs while orders are in doubt: asks the venue about each when ``InDoubt`` says so,
-        while connected, and reports what settles them."""
-        loop = asyncio.get_running_loop()
-        while self._doubts:
-            self._settler_wakeup.clear()
-            wait: float | None = None  # until woken: nothing to ask, or not connected
-            if self._state is PortState.CONNECTED:
-                due = self._doubts.due(loop.time())
-                if due:
-                    results = await asyncio.gather(*(self._status(c) for c in due))
-                    for client_order_id, result in zip(due, results, strict=True):
-                        self._emit(self._doubts.queried(client_order_id, result, loop.time()))
-                    continue
-                next_due = self._doubts.next_due()
-                if next_due is not None:
-                    wait = max(0.0, next_due - loop.time())
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._settler_wakeup.wait()
-
-    async def _status(self, client_order_id: str) -> OrderSnapshot | PortError:
-        try:
-            return await self.order_status(client_order_id)
-        except PortError as error:
-            return error
+        now = self._now()
+        self._tick(now)
+        self._arm(self._next_tick(now))
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def strategy_id(self) -> str:
-        return self._strategy_id
-
-    @property
-    def state(self) -> PortState:
-        return self._state
-
-    def _set_state(self, state: PortState) -> None:
-        if state is self._state:
-            return
-        self._state = state
-        for queue in self._state_watchers:
-            queue.put_nowait(state)
-        if state is PortState.CONNECTED:
-            self._wake_settler()  # orders in doubt are asked about once connected
-
     def state_changes(self) -> AsyncIterator[PortState]:
-        self._check_usable()
         queue: asyncio.Queue[PortState] = asyncio.Queue()
-        self._state_watchers.append(queue)  # now, not at the first iteration: nothing is missed
+        self._watch_states(queue.put_nowait)  # now, not at the first iteration: nothing missed
 
         async def changes() -> AsyncIterator[PortState]:
             try:
@@ -269,102 +147,50 @@ class PortBase(OrderExecutionPort):
                     if state is PortState.CLOSED:
                         return
             finally:
-                self._state_watchers.remove(queue)
+                self._unwatch_states(queue.put_nowait)
 
         return changes()
 
     async def open(self) -> None:
-        if self._state is PortState.CLOSED:
-            raise PortClosedError("the port is closed and cannot be reopened; create a new one")
-        if self._state is not PortState.IDLE:
+        if not self._begin_open():
             return
-        self._set_state(PortState.CONNECTING)
         try:
             await self._connect()
         except BaseException as error:
-            if self.state is PortState.CLOSED:  # closed while opening: closed it stays
-                raise PortClosedError("the port was closed while it opened") from error
-            self._set_state(PortState.IDLE)
+            self._disarm()
+            self._open_failed(error)
             raise
-        if self.state is PortState.CLOSED:  # close() ran while _connect() awaited
+        if self._state is PortState.CLOSED:  # close() ran while _connect() awaited
             await self._disconnect()
             raise PortClosedError("the port was closed while it opened")
         self._set_state(PortState.CONNECTED)
 
     async def close(self) -> None:
-        if self._state is PortState.CLOSED:
+        if not self._begin_close():
             return
-        self._set_state(PortState.CLOSED)
+        self._disarm()
         try:
-            if self._settler is not None:
-                self._settler.cancel()
-                await asyncio.gather(self._settler, return_exceptions=True)
             await self._disconnect()
         finally:
-            pending, self._pending = self._pending, {}
-            for entry in pending.values():
-                if entry.expiry is not None:
-                    entry.expiry.cancel()
-                if not entry.future.done():
-                    _fail(
-                        entry.future,
-                        PortClosedError(
-                            "the port closed before the venue answered; outcome unknown",
-                            outcome=Outcome.UNKNOWN,
-                            client_order_id=getattr(entry.request, "client_order_id", None),
-                        ),
-                    )
-            for stream in self._subscribers.take_all():
-                stream._end()
+            self._close_out()
 
     # --- requests ----------------------------------------------------------------------------
 
-    def _check_usable(self) -> None:
-        if self._state is PortState.CLOSED:
-            raise PortClosedError()
-        if self._state in (PortState.IDLE, PortState.CONNECTING):
-            raise PortClosedError("the port is not open: use 'async with port' or 'await open()'")
-
-    async def _request(
-        self, request: Request, expected: type[_R], timeout: float
-    ) -> tuple[int, asyncio.Future[_R]]:
-        self._check_usable()
-        check_strategy(self._strategy_id, request)
-        request_id = self._new_request_id()
-        future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = _Pending(future, expected, request)
-        try:
-            await self._transmit(request_id, request, timeout)
-        except BaseException:
-            self._pending.pop(request_id, None)
-            future.cancel()
-            raise
-        return request_id, future
-
     async def _call(self, request: Request, expected: type[_R], timeout: float | None) -> _R:
-        timeout = self.ack_timeout if timeout is None else timeout
-        request_id, future = await self._request(request, expected, timeout)
-        try:
-            return await wait_reply(future, timeout, getattr(request, "client_order_id", None))
-        except AckTimeoutError:
-            self._doubt(request_id, timeout)  # before the caller sees the error
-            # Nobody awaits it any more; a late answer still settles the order (``_doubts``).
-            self._pending.pop(request_id, None)
-            raise
+        # One deadline: the core fails the future with AckTimeoutError when it passes.
+        future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
+        self._request(request, expected, future, self.ack_timeout if timeout is None else timeout)
+        return await future
 
     async def _send_nowait(self, request: OrderRequest) -> OrderHandle:
         # Subscribe before sending, so the handle sees every event the request causes.
         events = self._open_stream(request.client_order_id)
+        future: asyncio.Future[Acknowledgement] = asyncio.get_running_loop().create_future()
         try:
-            request_id, future = await self._request(request, Acknowledgement, self.ack_timeout)
+            self._request(request, Acknowledgement, future, self.ack_timeout, detached=True)
         except BaseException:
             await events.aclose()
             raise
-        entry = self._pending.get(request_id)
-        if entry is not None:  # not answered already: in doubt if still unanswered in time
-            entry.expiry = asyncio.get_running_loop().call_later(
-                self.ack_timeout, self._doubt, request_id, self.ack_timeout
-            )
         return OrderHandle(request, future, events)
 
     async def submit_order(
@@ -433,9 +259,7 @@ class PortBase(OrderExecutionPort):
     def updates(
         self, client_order_id: str | None = None, *, port_events: bool = False
     ) -> UpdateStream[ExecutionReport | PortEvent]:
-        self._check_usable()
-        if port_events and client_order_id is not None:
-            raise ValueError("port events go to strategy-wide streams: no client_order_id")
+        self._check_updates(client_order_id, port_events)
         return self._open_stream(client_order_id, port_events=port_events)
 
     def _open_stream(

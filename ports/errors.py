@@ -144,7 +144,7 @@ class PortClosedError(PortError):
 _T = TypeVar("_T")
 
 
-def settle(result: object, expected: type[_T]) -> _T:
+def reply_or_raise(result: object, expected: type[_T]) -> _T:
     """The venue's answer as the expected reply, or raise the error it stands for."""
     if isinstance(result, Rejection):
         raise error_from_rejection(result)

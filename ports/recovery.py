@@ -1,10 +1,11 @@
 """Recovering from lost answers, sans-io: a jittered backoff schedule, and the orders in doubt.
 
-Shared by every port (``PortBase`` for asyncio transports and the in-process mock, and the
-blocking ZeroMQ client): the port tells ``InDoubt`` what happens (a request went unanswered, an
-answer or an execution report arrived, a status query came back) with the time, and it says when
-to ask the venue and which ``PortEvent`` to report. It reads no clock but the one it is given for
-event timestamps, and draws jitter from the RNG it is given, so a test can replay any schedule.
+Shared by every port (through ``ports.core.PortCore``; ``Backoff`` also paces the ZeroMQ client
+protocol's resends and re-syncs): the port tells ``InDoubt`` what happens (a request went
+unanswered, an answer or an execution report arrived, a status query came back) with the time,
+and it says when to ask the venue and which ``PortEvent`` to report. It reads no clock but the
+one it is given for event timestamps, and draws jitter from the RNG it is given, so a test can
+replay any schedule.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from ports import (
     SubmitOrder,
     UpdateStream,
 )
+from ports.blocking import BlockingStateChanges
 
 _T = TypeVar("_T")
 POLL = 0.05  # seconds a wait for an update blocks the worker before others get a turn
@@ -52,7 +53,7 @@ class _Worker:
 
 
 class _AsyncStream:
-    def __init__(self, worker: _Worker, stream: BlockingUpdateStream[Any]) -> None:
+    def __init__(self, worker: _Worker, stream: BlockingUpdateStream[Any] | BlockingStateChanges):
         self._worker = worker
         self._stream = stream
 
@@ -111,7 +112,8 @@ class BlockingAsAsync(OrderExecutionPort):
         return self._port.state
 
     def state_changes(self) -> AsyncIterator[PortState]:
-        raise NotImplementedError("the blocking client reports its state as an attribute")
+        changes = self._worker.run_sync(self._port.state_changes)
+        return cast(AsyncIterator[PortState], _AsyncStream(self._worker, changes))
 
     async def open(self) -> None:
         await self._worker.run(self._port.open)

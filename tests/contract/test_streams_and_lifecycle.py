@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
@@ -27,7 +28,7 @@ from ports import (
     TimeInForce,
 )
 from tests.contract.conftest import PortFactory
-from tests.contract.helpers import limit, market, take
+from tests.contract.helpers import WAIT, limit, market, take
 
 
 async def test_update_stream_is_complete_and_in_order(
@@ -135,6 +136,26 @@ async def test_closed_port_refuses_every_call(port_factory: PortFactory, call: s
     with pytest.raises(PortClosedError):
         await port.open()
     await port.close()  # idempotent
+
+
+async def test_state_changes_follow_the_lifecycle_and_end_after_closed(
+    port_factory: PortFactory,
+) -> None:
+    port = port_factory()
+    with pytest.raises(PortClosedError):
+        port.state_changes()  # not open yet
+    await port.open()
+    changes = port.state_changes()
+    waiting = port.state_changes()
+    await port.submit_order(limit("o1"))  # ordinary work changes no state
+    assert port.state is PortState.CONNECTED
+    next_change = asyncio.ensure_future(anext(aiter(waiting)))
+    await port.close()
+    assert await asyncio.wait_for(next_change, WAIT) is PortState.CLOSED  # woken by the close
+    assert [state async for state in waiting] == []  # and it has ended
+    assert [state async for state in changes] == [PortState.CLOSED]
+    with pytest.raises(PortClosedError):
+        port.state_changes()
 
 
 async def test_closing_ends_streams_after_what_they_hold(port_factory: PortFactory) -> None:

@@ -7,6 +7,7 @@ nothing sleeps to synchronise.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -35,6 +36,7 @@ from ports import (
     OrderStatus,
     PortEvent,
     PortEventKind,
+    PortState,
     ThrottleError,
     UpdateStream,
 )
@@ -228,9 +230,11 @@ async def test_a_frozen_venue_leaves_an_order_in_doubt_that_the_port_settles_aft
             client(kind, venue.endpoints, ack_timeout=0.6) as port,
         ):
             updates = port.updates(port_events=True)
+            states = aiter(port.state_changes())
             venue.process.send_signal(signal.SIGSTOP)
             try:
                 await until(updates, PortEventKind.CONNECTION_LOST)
+                assert await asyncio.wait_for(anext(states), WAIT) is PortState.RECONNECTING
                 with pytest.raises(AckTimeoutError):
                     await port.submit_order(limit("frozen"))
                 assert port.in_doubt() == {"frozen"}
@@ -250,6 +254,8 @@ async def test_a_frozen_venue_leaves_an_order_in_doubt_that_the_port_settles_aft
             assert settled.snapshot is not None
             assert settled.snapshot.status is OrderStatus.NEW
             assert port.in_doubt() == frozenset()
+            assert await asyncio.wait_for(anext(states), WAIT) is PortState.CONNECTED
+            assert port.state is PortState.CONNECTED
             # The order's ACCEPTED report comes once, by replay or live, whichever is first.
             while not any(r.client_order_id == "frozen" for r in reports(seen)):
                 seen.append(await updates.get(timeout=WAIT))
@@ -369,5 +375,4 @@ def test_blocking_handles_dropped_unread_leave_nothing_behind() -> None:
                 port.submit_order_nowait(limit(f"o{n}"))  # never asked for its answer
             gc.collect()
             assert port.order_status("o99").client_order_id == "o99"  # every answer is in
-            assert port._answers == {}
-            assert port._waiting == {}
+            assert port._calls == {}  # every answer went to its handle: the port keeps none

@@ -367,7 +367,7 @@ async def test_a_timed_out_call_leaves_nothing_pending_and_a_reset_does_not_revi
         await venue.inject(DropReplies(count=1))
         with pytest.raises(AckTimeoutError):
             await port.submit_order(order(1), timeout=0.05)
-        assert port._pending == {}
+        assert port._calls == {}
         kinds = []
         while port.in_doubt():  # the port settles it by itself
             update = await events.get(timeout=5)
@@ -377,6 +377,6 @@ async def test_a_timed_out_call_leaves_nothing_pending_and_a_reset_does_not_revi
             update = await events.get(timeout=5)
             if isinstance(update, PortEvent):
                 kinds.append(update.kind)
-        port._venue_reset("the venue was replaced")
+        port._venue_reset("the venue was replaced", port._now())
         assert port.in_doubt() == frozenset()  # a settled order is not put back in doubt
         assert kinds == [PortEventKind.ORDER_IN_DOUBT, PortEventKind.ORDER_SETTLED]

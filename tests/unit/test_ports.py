@@ -29,6 +29,7 @@ def test_public_surface_is_pinned() -> None:
     assert sorted(ports.__all__) == sorted(
         [
             "DEFAULT_ACK_TIMEOUT", "AckAction", "AckTimeoutError", "Acknowledgement",
+            "BlockingOrderExecutionPortProtocol",
             "AmendOrder", "CancelAllAcknowledgement", "CancelAllOrders", "CancelOrder",
             "CancelReason", "ConnectivityError", "ErrorReason", "ExecType", "ExecutionReport",
             "Fill", "ListOpenOrders", "OpenOrders", "OrderExecutionPort", "OrderHandle",

@@ -13,7 +13,8 @@ from ports.models import ExecutionReport, PortEvent
 # object.__setattr__, and one is built for every reply and every event. The shell only reads them.
 @dataclass(slots=True)
 class ReplyReceived:
-    """The answer to a request the port sent with ``send``: deliver it."""
+    """The answer to a request the port sent with ``send``: deliver it. Once per request: on
+    time, or late (after its ``RequestExpired``: an order in doubt may settle by it)."""
 
     request_id: int
     body: BaseModel

@@ -57,21 +57,21 @@ class BlockingMonitor:
         while (frames := recv_multipart(self._sub)) is not None:
             if len(frames) == 2:
                 try:
-                    self._take(self._protocol.receive_event(frames[0], frames[1], now), now)
+                    self._act(self._protocol.receive_event(frames[0], frames[1], now), now)
                 except WireError:
                     continue
         while (frame := recv(self._dealer)) is not None:
             try:
-                self._take(self._protocol.receive_reply(frame, now), now)
+                self._act(self._protocol.receive_reply(frame, now), now)
             except WireError:
                 continue
         # Replays asked again, re-syncs with another venue process: even while events stream in.
         if not arrived or now >= self._next_housekeeping:
             self._next_housekeeping = now + TICK
-            self._take(self._protocol.poll(now), now)
+            self._act(self._protocol.poll(now), now)
         return arrived
 
-    def _take(self, events: list[ClientEvent], now: float) -> None:
+    def _act(self, events: list[ClientEvent], now: float) -> None:
         for event in events:
             if isinstance(event, ReportsReady):
                 self._ready += event.reports

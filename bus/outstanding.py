@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
 
@@ -21,6 +22,7 @@ from ports.models import Rejection
 from ports.recovery import Backoff
 
 THROTTLE_JITTER = 0.1  # a throttled request waits retry_after plus up to this fraction (+5 ms)
+LATE_ANSWERS = 4096  # expired requests whose late answer is still delivered, newest kept
 
 
 class Kind(Enum):
@@ -49,6 +51,7 @@ class Outstanding:
         self._rng = rng
         self.retry_throttled = retry_throttled
         self._open: dict[int, _Entry] = {}
+        self._expired: OrderedDict[int, None] = OrderedDict()  # calls a late answer may settle
         self._next = math.inf  # no entry has anything to do before this (it may be earlier)
 
     def __len__(self) -> int:
@@ -99,8 +102,12 @@ class Outstanding:
                 entry.unanswered += 1
                 send.append((request_id, entry.frame))
             next_at = min(next_at, entry.due, entry.deadline)
-        for request_id, _ in expired:
+        for request_id, kind in expired:
             del self._open[request_id]
+            if kind is Kind.CALL:
+                self._expired[request_id] = None
+                if len(self._expired) > LATE_ANSWERS:
+                    self._expired.popitem(last=False)
         self._next = next_at
         return send, expired
 
@@ -109,14 +116,19 @@ class Outstanding:
         return self._next
 
     def answered(self, request_id: int, body: BaseModel, now: float) -> bool:
-        """An answer to request ``request_id`` arrived. True: deliver it. False: it is kept back,
-        because the request is throttled and will be sent again after ``retry_after``, or
-        because a copy sent earlier may still be executed (then the request times out, its
-        outcome unknown, rather than report a refusal that may not be the last word), or because
-        it refuses one of the protocol's own requests (resent, or asked again, on schedule)."""
+        """An answer to request ``request_id`` arrived. True: deliver it (once: the first answer,
+        or the first late one after the request expired, which may settle an order in doubt).
+        False: a repeat, or the answer to a request forgotten; or it is kept back, because the
+        request is throttled and will be sent again after ``retry_after``, or because a copy
+        sent earlier may still be executed (then the request times out, its outcome unknown,
+        rather than report a refusal that may not be the last word), or because it refuses one
+        of the protocol's own requests (resent, or asked again, on schedule)."""
         entry = self._open.get(request_id)
         if entry is None:
-            return True
+            late = request_id in self._expired
+            if late:
+                del self._expired[request_id]
+            return late
         if entry.kind is not Kind.CALL:
             return False
         del self._open[request_id]

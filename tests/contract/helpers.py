@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from ports import (
     ExecType,
     ExecutionReport,
+    OrderSnapshot,
+    OrderStatus,
     OrderType,
     Side,
     SubmitOrder,
@@ -74,3 +77,27 @@ async def until(stream: UpdateStream, exec_type: ExecType) -> list[ExecutionRepo
 def kinds(reports: list[ExecutionReport]) -> list[tuple[ExecType, str]]:
     """(exec type, status) pairs: the shape of a lifecycle, easy to compare."""
     return [(r.exec_type, r.status.value) for r in reports]
+
+
+def snapshot(client_order_id: str = "o1", status: OrderStatus = OrderStatus.NEW) -> OrderSnapshot:
+    """An order of ``STRATEGY`` as a venue would show it: a DAY limit buy of 100 MAN at 10."""
+    at = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    return OrderSnapshot(
+        strategy_id=STRATEGY,
+        client_order_id=client_order_id,
+        venue_order_id="MOCK-1",
+        instrument="MAN",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        time_in_force=TimeInForce.DAY,
+        quantity=Decimal(100),
+        limit_price=Decimal(10),
+        expire_at=None,
+        status=status,
+        cum_qty=Decimal(0),
+        leaves_qty=Decimal(100),
+        avg_px=None,
+        last_seq=1,
+        created_at=at,
+        updated_at=at,
+    )

@@ -1,8 +1,10 @@
-"""``orderbus gateway`` as a process, serving the example adapter (docs/gateway.md) to strategy
-ports in this process: what crosses, and what the gateway says about itself."""
+"""``orderbus gateway`` as a process, serving the example adapter (docs/gateway.md), or ZeroMQ
+ports to a venue process, to strategy ports in this process: what crosses, what the gateway says
+about itself, and what the strategies hear when the venue behind it freezes."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -13,12 +15,28 @@ import zmq
 
 from bus.backend import GetStatus
 from bus.blocking import BlockingOrderExecutionPort
+from bus.client import ZmqOrderExecutionPort
 from bus.codec import decode, encode
 from bus.gateway import GATEWAY_CONTROL_MODELS, GatewayStatus
 from bus.process import GatewayProcess
 from bus.server import Endpoints
-from ports import CancelOrder, ErrorReason, ExecType, OrderRejectedError, OrderStatus
+from mock_venue.process import VenueProcess
+from ports import (
+    AckTimeoutError,
+    CancelOrder,
+    ErrorReason,
+    ExecType,
+    ExecutionReport,
+    OrderRejectedError,
+    OrderStatus,
+    Outcome,
+    PortEvent,
+    PortEventKind,
+    PortState,
+    UpdateStream,
+)
 from tests.contract.helpers import limit
+from tests.contract.venue_setup import CONTRACT_VENUE
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 5.0
@@ -92,3 +110,76 @@ def test_strategies_trade_through_the_example_adapter(gateway: Endpoints) -> Non
 def test_a_factory_that_cannot_be_loaded_stops_the_gateway_with_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="has no callable 'nothing'"):
         GatewayProcess("examples.paper_gateway:nothing").start()
+
+
+async def test_the_hosted_ports_lost_venue_reaches_the_strategy_whose_own_link_stays_up() -> None:
+    """A venue behind the gateway freezes: the hosted port's connection loss, its order in doubt
+    and their ends reach the remote strategy as port events, while the strategy's own link (to
+    the gateway, which is alive) stays connected; the frozen order's reports arrive once."""
+    with VenueProcess(CONTRACT_VENUE, heartbeat=0.1) as venue:
+        assert venue.endpoints is not None
+        assert venue.process is not None
+        hosted = {
+            "command": venue.endpoints.command,
+            "events": venue.endpoints.events,
+            "heartbeat_interval": 0.1,
+            "ack_timeout": 0.6,
+        }
+        try:
+            with GatewayProcess("bus.gateway:zmq_ports", hosted, heartbeat=0.1) as gateway:
+                assert gateway.endpoints is not None
+                async with ZmqOrderExecutionPort(
+                    "s1",
+                    command=gateway.endpoints.command,
+                    events=gateway.endpoints.events,
+                    heartbeat_interval=0.1,
+                    ack_timeout=WAIT,
+                ) as remote:
+                    updates = remote.updates(port_events=True)
+                    venue.process.send_signal(signal.SIGSTOP)
+                    try:
+                        seen = await until(updates, PortEventKind.CONNECTION_LOST)
+                        with pytest.raises(AckTimeoutError) as timed_out:  # the hosted port's
+                            await remote.submit_order(limit("frozen", "IMM", 5, "100.00"))
+                        assert timed_out.value.outcome is Outcome.UNKNOWN
+                        seen += await until(updates, PortEventKind.ORDER_IN_DOUBT)
+                        assert remote.state is PortState.CONNECTED
+                    finally:
+                        venue.process.send_signal(signal.SIGCONT)
+                    seen += await until(
+                        updates, PortEventKind.CONNECTION_RESTORED, PortEventKind.ORDER_SETTLED
+                    )
+                    kinds = [u.kind for u in seen if isinstance(u, PortEvent)]
+                    assert kinds[:2] == [
+                        PortEventKind.CONNECTION_LOST,
+                        PortEventKind.ORDER_IN_DOUBT,
+                    ]
+                    assert set(kinds[2:]) == {
+                        PortEventKind.CONNECTION_RESTORED,
+                        PortEventKind.ORDER_SETTLED,
+                    }
+                    settled = [e for e in seen if isinstance(e, PortEvent) and e.snapshot]
+                    assert [e.client_order_id for e in settled] == ["frozen"]
+                    while len([u for u in seen if isinstance(u, ExecutionReport)]) < 2:
+                        seen.append(await updates.get(timeout=WAIT))
+                    assert [
+                        (u.client_order_id, u.exec_type, u.seq)
+                        for u in seen
+                        if isinstance(u, ExecutionReport)
+                    ] == [("frozen", ExecType.ACCEPTED, 1), ("frozen", ExecType.TRADE, 2)]
+                    assert remote.state is PortState.CONNECTED
+                    with pytest.raises(TimeoutError):
+                        await updates.get(timeout=0.3)  # nothing twice
+        finally:
+            if venue.process.poll() is None:
+                venue.process.send_signal(signal.SIGCONT)  # a frozen venue cannot stop
+
+
+async def until(
+    updates: UpdateStream[ExecutionReport | PortEvent], *kinds: PortEventKind
+) -> list[ExecutionReport | PortEvent]:
+    """Updates up to the moment each of ``kinds`` has been seen."""
+    seen: list[ExecutionReport | PortEvent] = []
+    while not set(kinds) <= {u.kind for u in seen if isinstance(u, PortEvent)}:
+        seen.append(await updates.get(timeout=WAIT))
+    return seen

@@ -433,8 +433,25 @@ def test_an_answer_stops_the_resends() -> None:
     ack = encode(ACK, request_id=7)
     assert protocol.receive_reply(ack, now=0.1) == [ReplyReceived(7, ACK)]
     assert protocol.poll(now=2.9) == []
-    # A repeated answer is delivered again: the port takes the first one only.
-    assert protocol.receive_reply(ack, now=0.2) == [ReplyReceived(7, ACK)]
+    assert protocol.receive_reply(ack, now=0.2) == []  # a repeat: answered already
+
+
+def test_a_late_answer_after_the_deadline_is_delivered_once() -> None:
+    protocol = ClientProtocol("s1", rng=random.Random(5))
+    protocol.send(7, QUERY, now=0.0, deadline=1.0)
+    assert RequestExpired(7) in protocol.poll(now=1.0)
+    ack = encode(ACK, request_id=7)
+    # Late, but the order it went in doubt for settles by it.
+    assert protocol.receive_reply(ack, now=1.5) == [ReplyReceived(7, ACK)]
+    assert protocol.receive_reply(ack, now=1.6) == []
+
+
+def test_an_answer_to_a_request_never_sent_is_dropped() -> None:
+    protocol = ClientProtocol("s1", rng=random.Random(5))
+    assert protocol.receive_reply(encode(ACK, request_id=99), now=0.0) == []
+    protocol.send(7, QUERY, now=0.0, deadline=3.0)
+    protocol.forget(7)
+    assert protocol.receive_reply(encode(ACK, request_id=7), now=0.1) == []
 
 
 def test_a_request_that_could_not_be_sent_is_forgotten() -> None:

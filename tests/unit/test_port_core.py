@@ -32,36 +32,13 @@ from ports import (
     Rejection,
     Request,
     Side,
-    TimeInForce,
 )
 from ports.blocking import Answer
 from ports.core import PortCore
 from ports.recovery import InDoubt
-from tests.contract.helpers import limit
+from tests.contract.helpers import limit, snapshot
 
 AT = datetime(2026, 1, 5, 9, tzinfo=UTC)
-
-
-def snapshot(client_order_id: str = "o1", status: OrderStatus = OrderStatus.NEW) -> OrderSnapshot:
-    return OrderSnapshot(
-        strategy_id="s1",
-        client_order_id=client_order_id,
-        venue_order_id="MOCK-1",
-        instrument="MAN",
-        side=Side.BUY,
-        order_type=OrderType.LIMIT,
-        time_in_force=TimeInForce.DAY,
-        quantity=Decimal(100),
-        limit_price=Decimal(10),
-        expire_at=None,
-        status=status,
-        cum_qty=Decimal(0),
-        leaves_qty=Decimal(100),
-        avg_px=None,
-        last_seq=1,
-        created_at=AT,
-        updated_at=AT,
-    )
 
 
 ACK = Acknowledgement(action=AckAction.SUBMIT, order=snapshot())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import pytest
 
@@ -14,38 +13,13 @@ from ports import (
     AckTimeoutError,
     ErrorReason,
     OrderRejectedError,
-    OrderSnapshot,
     OrderStatus,
-    OrderType,
     PortEventKind,
-    Side,
-    TimeInForce,
 )
 from ports.recovery import Backoff, InDoubt
+from tests.contract.helpers import snapshot
 
 AT = datetime(2026, 1, 5, 9, tzinfo=UTC)
-
-
-def snapshot(client_order_id: str = "o1", status: OrderStatus = OrderStatus.NEW) -> OrderSnapshot:
-    return OrderSnapshot(
-        strategy_id="s1",
-        client_order_id=client_order_id,
-        venue_order_id="MOCK-1",
-        instrument="MAN",
-        side=Side.BUY,
-        order_type=OrderType.LIMIT,
-        time_in_force=TimeInForce.DAY,
-        quantity=Decimal(10),
-        limit_price=Decimal(10),
-        expire_at=None,
-        status=status,
-        cum_qty=Decimal(0),
-        leaves_qty=Decimal(10),
-        avg_px=None,
-        last_seq=1,
-        created_at=AT,
-        updated_at=AT,
-    )
 
 
 def doubts() -> InDoubt:

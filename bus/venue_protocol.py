@@ -136,7 +136,9 @@ class VenueProtocol:
         self._routes: dict[RequestKey, Route | None] = {}  # requests being worked on
         self._uncached: set[RequestKey] = set()
         self._syncs: dict[RequestKey, Sync] = {}
-        self._replies: OrderedDict[RequestKey, bytes | _Recall] = OrderedDict()
+        # An answer's frame, or the backend's recall token (never bytes) standing in for it:
+        # one per order, so no wrapper object around the token.
+        self._replies: OrderedDict[RequestKey, Hashable] = OrderedDict()
         self._frames: list[bytes] = []  # every numbered event, by venue_seq - 1
         self._stream_index: dict[str, array[int]] = {}  # strategy -> venue_seq of its events
         self.clients: set[str] = set()
@@ -197,7 +199,8 @@ class VenueProtocol:
     ) -> tuple[Route | None, bytes]:
         """The answer to ``key``: where it goes (None: nobody waits, or ``delivered`` is False,
         a reply the backend drops on purpose) and its frame. State-changing answers are kept for
-        retries; ``recall`` (see the class) stands in for the frame in the store."""
+        retries; ``recall`` (see the class; any hashable but bytes) stands in for the frame in the
+        store."""
         sync = self._syncs.pop(key, None)
         if sync is not None:  # answered with the open orders; the numbers are the protocol's
             if isinstance(result, OpenOrders):
@@ -211,17 +214,17 @@ class VenueProtocol:
             # tried afresh, not told "throttled" again for ever.
             keep = False
         if keep:
-            self._replies[key] = frame if recall is None else _Recall(recall)
+            self._replies[key] = frame if recall is None else recall
             if len(self._replies) > self._reply_cache_size:
                 self._replies.popitem(last=False)
         route = self._routes.pop(key, None)
         return (route if delivered else None), frame
 
-    def _stored(self, key: RequestKey, stored: bytes | _Recall) -> bytes:
+    def _stored(self, key: RequestKey, stored: Hashable) -> bytes:
         if isinstance(stored, bytes):
             return stored
         assert self._recall is not None
-        result = self._recall(stored.token)
+        result = self._recall(stored)
         assert result is not None
         return encode(result, request_id=key[1])
 
@@ -305,8 +308,3 @@ class VenueProtocol:
         """A backend's port event for one strategy (a gateway's hosted port lost its venue, an
         order went in doubt there): topic and frame. Not numbered, not kept for replay."""
         return strategy_topic(strategy_id), encode(event)
-
-
-@dataclass(frozen=True, slots=True)
-class _Recall:
-    token: Hashable

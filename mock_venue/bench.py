@@ -192,7 +192,7 @@ def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, outp
         f"pipelined ({IN_FLIGHT} in flight): asyncio client {tput['asyncio_pipelined']}/s, raw "
         f"DEALER/ROUTER {tput['raw_pipelined']}/s: "
         f"{report['ratios']['pipelined_throughput_vs_raw']:.1%} (target >= 50%); with handles "
-        f"(submit_nowait) {tput['asyncio_pipelined_handles']}/s, "
+        f"(submit_order_nowait) {tput['asyncio_pipelined_handles']}/s, "
         f"{report['ratios']['pipelined_handles_throughput_vs_raw']:.1%}"
     )
     console.print(

@@ -101,19 +101,19 @@ async def test_request_for_another_strategy_is_refused_before_sending(
 
 
 CALLS: dict[str, Callable[[OrderExecutionPort], Awaitable[Any]]] = {
-    "submit": lambda p: p.submit_order(limit("z")),
-    "submit_nowait": lambda p: p.submit_order_nowait(limit("z")),
-    "amend": lambda p: p.amend_order(
+    "submit_order": lambda p: p.submit_order(limit("z")),
+    "submit_order_nowait": lambda p: p.submit_order_nowait(limit("z")),
+    "amend_order": lambda p: p.amend_order(
         AmendOrder(client_order_id="z", strategy_id="s1", quantity=Decimal(1))
     ),
-    "amend_nowait": lambda p: p.amend_order_nowait(
+    "amend_order_nowait": lambda p: p.amend_order_nowait(
         AmendOrder(client_order_id="z", strategy_id="s1", quantity=Decimal(1))
     ),
-    "cancel": lambda p: p.cancel_order(CancelOrder(client_order_id="z", strategy_id="s1")),
-    "cancel_nowait": lambda p: p.cancel_order_nowait(
+    "cancel_order": lambda p: p.cancel_order(CancelOrder(client_order_id="z", strategy_id="s1")),
+    "cancel_order_nowait": lambda p: p.cancel_order_nowait(
         CancelOrder(client_order_id="z", strategy_id="s1")
     ),
-    "cancel_all": lambda p: p.cancel_all_orders(),
+    "cancel_all_orders": lambda p: p.cancel_all_orders(),
     "order_status": lambda p: p.order_status("z"),
     "open_orders": lambda p: p.open_orders(),
 }

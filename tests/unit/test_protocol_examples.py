@@ -34,6 +34,7 @@ import msgpack
 import pytest
 from pydantic import ValidationError
 
+import ports.enums as port_enums
 from bus.codec import (
     HEARTBEAT_TOPIC,
     MODELS,
@@ -309,6 +310,9 @@ def test_example_is_what_the_code_encodes(name: str) -> None:
     elif raw["t"] == "execution_report" and topics:
         topic = strategy_topic(raw["b"]["strategy_id"]).hex()
         assert topics == [topic], f"{where}: the topic is {topic}"
+    elif raw["t"] == "port_event":  # its strategy is its topic's, not in the body
+        (topic,) = topics
+        assert re.fullmatch(r"53(?:[0-9a-f]{2})+00", topic), f"{where}: not a strategy's topic"
     else:
         assert not topics, f"{where}: only events have a topic frame"
 
@@ -412,3 +416,17 @@ def test_annotation_spells_out_the_frame(name: str) -> None:
         assert data == expected, (
             f"{example.where()}: {data.hex(' ')} is not {note!r}, which is {expected.hex(' ')}"
         )
+
+
+def test_the_tables_of_types_and_enums_are_the_codes() -> None:
+    """Section 3.1's message types and 3.2's enum values are what the code puts on the wire."""
+    text = DOC.read_text()
+    types = text.split("Command and event channels (`bus/codec.py`, `MessageType`):", 1)[1]
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| [^|]+ \| (\w+) \|", types.split("\n\n", 2)[1], re.M)
+    assert {t: model for t, model in rows[1:]} == {t: m.__name__ for t, m in MODELS.items()}
+    enums = text.split("Enums (`ports/enums.py`). The values are the wire strings:", 1)[1]
+    table = re.findall(r"^\| (\w+) \| (.*) \|$", enums.split("\n\n", 2)[1], re.M)
+    documented = {name: re.findall(r"`(\w+)`", values) for name, values in table[1:]}
+    assert documented
+    for name, values in documented.items():
+        assert values == [member.value for member in getattr(port_enums, name)], name

@@ -21,6 +21,15 @@ class ReplyReceived:
 
 
 @dataclass(slots=True)
+class ReplyUnreadable:
+    """The venue answered a request the port sent with ``send``, but its frame could not be read
+    (``message`` says why): what the venue did is not known, and no other answer will come."""
+
+    request_id: int
+    message: str
+
+
+@dataclass(slots=True)
 class RequestExpired:
     """A request the port sent got no answer by its deadline; nothing more is sent for it."""
 
@@ -64,13 +73,16 @@ class StreamStarted:
 
 @dataclass(slots=True)
 class StartFailed:
-    """No venue answered the first sync within ``timeout`` seconds."""
+    """No venue answered the first sync within ``timeout`` seconds, or (``unreadable``) its
+    answer could not be read, for that reason."""
 
     timeout: float
+    unreadable: str | None = None
 
 
 ClientEvent = (
     ReplyReceived
+    | ReplyUnreadable
     | RequestExpired
     | ReportsReady
     | PortEventRaised

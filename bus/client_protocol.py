@@ -34,6 +34,7 @@ from bus.client_events import (
     PortEventRaised,
     PortEventRelayed,
     ReplyReceived,
+    ReplyUnreadable,
     ReportsReady,
     RequestExpired,
     StartFailed,
@@ -62,6 +63,11 @@ REPLAY_RETRY = 1.0  # seconds before a replay that got no answer is asked for ag
 SYNC_RETRY = 0.25  # seconds between copies of the first sync, while the venue is not there yet
 UNSENT_RETRY = 0.05  # seconds before a first sync that found no connection goes again
 OPENING = Backoff(initial=SYNC_RETRY, cap=SYNC_RETRY, factor=1.0, jitter=0.0)
+_RESET = (
+    "the venue started afresh (session {}): the orders and events of the one before are gone; "
+    "the stream starts again from its first event"
+)
+_RESTARTED = "the venue restarted (instance {}) with its state: missed events are replayed"
 ALL_EVENTS_SYNC = "_all"  # any strategy id will do for the all-events stream's sync (venue_seq)
 
 __all__ = [
@@ -74,6 +80,7 @@ __all__ = [
     "PortEventRaised",
     "PortEventRelayed",
     "ReplyReceived",
+    "ReplyUnreadable",
     "ReportsReady",
     "RequestExpired",
     "StartFailed",
@@ -121,7 +128,7 @@ class ClientProtocol:
         self._clock = clock
         self._ids = request_ids if request_ids is not None else itertools.count(1)
         self.requests = Outstanding(self._rng, retry_throttled=retry_throttled)
-        self.fills = FillFilter()
+        self.fills = FillFilter()  # .dropped: fills seen before, not delivered again
         self.synced = False  # a baseline was taken: numbers above it are delivered
         self.in_sync = False  # the numbers of the venue heard now are those of the baseline's
         self.connected = False  # heard from lately, and in sync
@@ -130,11 +137,6 @@ class ClientProtocol:
         self._start_timeout = 0.0
         self._syncing: int | None = None  # the sync in flight (one at a time)
         self._replays = Replays()
-
-    @property
-    def duplicate_fills(self) -> int:
-        """Fills dropped because one with the same fill id was delivered before."""
-        return self.fills.dropped
 
     # --- the four calls -----------------------------------------------------------------------
 
@@ -146,9 +148,13 @@ class ClientProtocol:
         return frame
 
     def receive_reply(self, frame: bytes, now: float) -> list[ClientEvent]:
-        """Take a frame from the command channel. Raises ``WireError`` if it is not a valid
-        message (drop it: the request it answered is resent, or expires)."""
-        envelope = decode(frame, max_bytes=None)
+        """Take a frame from the command channel. One that cannot be read but names a request
+        in flight answers it (``ReplyUnreadable``; the first sync: ``StartFailed``); otherwise
+        it raises ``WireError`` (drop it: the request it answered is resent, or expires)."""
+        try:
+            envelope = decode(frame, max_bytes=None)
+        except WireError as error:
+            return self._unreadable(error)
         request_id = envelope.request_id
         if request_id is None:
             raise WireError(f"a {envelope.type} reply without a request id")
@@ -257,6 +263,18 @@ class ClientProtocol:
 
     # --- answers of the protocol's own requests ----------------------------------------------
 
+    def _unreadable(self, error: WireError) -> list[ClientEvent]:
+        # Resending would only fetch the same stored answer: say so now rather than time out.
+        request_id = error.request_id
+        if request_id is not None and self.requests.kind(request_id) is Kind.CALL:
+            self.requests.pop(request_id)
+            return [ReplyUnreadable(request_id, error.message)]
+        if request_id is not None and request_id == self._syncing and not self.synced:
+            self.requests.pop(request_id)
+            self._syncing = None
+            return [StartFailed(self._start_timeout, unreadable=error.message)]
+        raise error
+
     def _take_sync(self, request_id: int, reply: SyncReply, now: float) -> list[ClientEvent]:
         # The first sync starts the stream; later ones reveal gaps, a restarted or reset venue.
         if request_id != self._syncing:
@@ -279,16 +297,10 @@ class ClientProtocol:
             self.fills.clear()
             self.requests.clear()
             self._replays.clear()
-            detail = (
-                f"the venue started afresh (session {reply.session}): the orders and events of "
-                "the one before are gone; the stream starts again from its first event"
-            )
+            detail = _RESET.format(reply.session)
             events.append(self._raise(PortEventKind.VENUE_RESET, detail))
         elif self.venue is not None and reply.instance != self.venue[1]:
-            detail = (
-                f"the venue restarted (instance {reply.instance}) with its state: missed events "
-                "are replayed"
-            )
+            detail = _RESTARTED.format(reply.instance)
             events.append(self._raise(PortEventKind.VENUE_RESTARTED, detail))
         self.venue = (reply.session, reply.instance)
         self.stream.saw(seq)

@@ -8,6 +8,7 @@ edge: nothing unvalidated gets past ``decode``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -15,7 +16,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 import msgpack
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ports.enums import ErrorReason
 from ports.models import (
@@ -26,6 +27,7 @@ from ports.models import (
     CancelOrder,
     ExecutionReport,
     Identifier,
+    Instant,
     ListOpenOrders,
     OpenOrders,
     OrderSnapshot,
@@ -91,7 +93,7 @@ class Heartbeat(_Wire):
     instance: str = Field(min_length=1, max_length=64)
     venue_seq: int = Field(ge=0)
     seqs: dict[str, int]
-    venue_time: AwareDatetime
+    venue_time: Instant
 
 
 class MessageType(StrEnum):
@@ -226,7 +228,12 @@ def decode(
     try:
         raw = msgpack.unpackb(frame, timestamp=3, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
-        raise WireError(f"not msgpack: {exc}") from None
+        request_id, client_id = _ids_of_unreadable(frame)
+        raise WireError(
+            f"not msgpack: {str(exc) or type(exc).__name__}",
+            request_id=request_id,
+            client_id=client_id,
+        ) from None
     if not isinstance(raw, dict):
         raise WireError("a message is a msgpack map")
     request_id = raw.get("id")
@@ -264,6 +271,27 @@ def decode(
             client_id=client_id,
         ) from None
     return Envelope(raw["t"], body, request_id, client_id)
+
+
+def _ids_of_unreadable(frame: bytes) -> tuple[int | None, str | None]:
+    """The ``id`` and ``c`` of a frame that ``decode`` could not read, if a lenient reading finds
+    them (a timestamp out of datetime's range, for one): its error reply can then be matched."""
+    # Entry by entry, so that a body nested too deeply to read does not hide an id before it.
+    unpacker = msgpack.Unpacker(timestamp=0, strict_map_key=False)
+    unpacker.feed(frame)
+    found: dict[str, object] = {}
+    with contextlib.suppress(Exception):
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key in ("id", "c"):
+                found[key] = unpacker.unpack()
+            else:
+                unpacker.skip()
+    request_id, client_id = found.get("id"), found.get("c")
+    return (
+        request_id if type(request_id) is int and request_id >= 0 else None,
+        client_id if type(client_id) is str else None,
+    )
 
 
 def _summary(exc: ValidationError) -> str:

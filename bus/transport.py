@@ -20,6 +20,7 @@ from bus.client_protocol import (
     PortEventRaised,
     PortEventRelayed,
     ReplyReceived,
+    ReplyUnreadable,
     ReportsReady,
     RequestExpired,
     StartFailed,
@@ -28,7 +29,7 @@ from bus.client_protocol import (
 from bus.codec import WireError
 from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart, try_send
 from ports.core import DEFAULT_ACK_TIMEOUT, PortCore, Waiter
-from ports.enums import Outcome
+from ports.enums import ErrorReason, Outcome
 from ports.errors import ConnectivityError
 from ports.models import Request
 
@@ -77,7 +78,7 @@ class ZmqTransport(PortCore):
     @property
     def duplicate_fills(self) -> int:
         """Fills dropped because one with the same fill id was delivered before."""
-        return self._protocol.duplicate_fills
+        return self._protocol.fills.dropped
 
     # --- sockets ------------------------------------------------------------------------------
 
@@ -178,6 +179,8 @@ class ZmqTransport(PortCore):
                         self._protocol.unsent(request_id, now)
             elif isinstance(event, RequestExpired):
                 self._expire(event.request_id, now)
+            elif isinstance(event, ReplyUnreadable):
+                self._expire(event.request_id, now, unreadable=event.message)
             elif isinstance(event, PortEventRaised):
                 self._port_event(event.event, now)
             elif isinstance(event, PortEventRelayed):
@@ -185,12 +188,19 @@ class ZmqTransport(PortCore):
             elif isinstance(event, StreamStarted):
                 self._opened_stream(None)
             elif isinstance(event, StartFailed):
-                self._opened_stream(
-                    ConnectivityError(
+                if event.unreadable is None:
+                    error = ConnectivityError(
                         f"no venue answered at {self.command_endpoint} within {event.timeout} s",
                         outcome=Outcome.DEFINITE,
                     )
-                )
+                else:
+                    error = ConnectivityError(
+                        f"the venue at {self.command_endpoint} answered the sync with a frame "
+                        f"that could not be read: {event.unreadable}",
+                        reason=ErrorReason.PROTOCOL_ERROR,
+                        outcome=Outcome.DEFINITE,
+                    )
+                self._opened_stream(error)
 
     def _opened_stream(self, error: ConnectivityError | None) -> None:
         opening = self._opening

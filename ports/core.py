@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from ports.enums import Outcome, PortEventKind
+from ports.enums import ErrorReason, Outcome, PortEventKind
 from ports.errors import (
     AckTimeoutError,
     ConnectivityError,
@@ -268,28 +268,40 @@ class PortCore(ABC):
             except PortError as error:
                 self._fail(waiter, error)
 
-    def _expire(self, request_id: int, now: float) -> None:
-        """Request ``request_id`` got no answer within its timeout: its order goes in doubt
-        (before its caller hears of it), then a caller waiting gets ``AckTimeoutError``."""
+    def _expire(self, request_id: int, now: float, unreadable: str | None = None) -> None:
+        """Request ``request_id`` got no answer within its timeout (or, ``unreadable``, an
+        answer that could not be read, for that reason): its order goes in doubt (before its
+        caller hears of it), then a caller waiting gets ``AckTimeoutError`` (or a
+        ``ConnectivityError`` saying what could not be read; its outcome is unknown)."""
         call = self._calls.get(request_id)
         if call is None or call.expired:
             return
         request, waiter = call.request, call.waiter
+        error: ConnectivityError
+        if unreadable is not None:
+            error = ConnectivityError(
+                f"the venue's answer to request {request_id} could not be read: {unreadable}",
+                reason=ErrorReason.PROTOCOL_ERROR,
+                outcome=Outcome.UNKNOWN,
+                client_order_id=_order_of(request),
+            )
+        else:
+            error = AckTimeoutError(timeout=call.timeout, client_order_id=_order_of(request))
         if waiter is None:
             del self._calls[request_id]
-            no_answer = AckTimeoutError("no answer to a status query", timeout=call.timeout)
-            self._queried(call, no_answer, now)
+            if unreadable is None:
+                error = AckTimeoutError("no answer to a status query", timeout=call.timeout)
+            self._queried(call, error, now)
             return
         if isinstance(request, OrderRequest):  # queries and cancel-alls name no order to settle
-            detail = unanswered_detail(request, call.timeout)
+            detail = unanswered_detail(request, call.timeout) if unreadable is None else unreadable
             self._emit(self._doubts.add(request.client_order_id, request_id, now, detail))
             self._wake()
-        if call.detached and not waiter.done():
+        if call.detached and not waiter.done() and unreadable is None:
             call.expired = True  # its handle may still get a late answer
             return
         del self._calls[request_id]
         if not waiter.done():
-            error = AckTimeoutError(timeout=call.timeout, client_order_id=_order_of(request))
             self._fail(waiter, error)
 
     # --- orders in doubt ---------------------------------------------------------------------

@@ -9,10 +9,19 @@ is sent.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from ports.enums import (
     AckAction,
@@ -43,6 +52,20 @@ AveragePrice = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 """A quantity-weighted average: as many decimals as the division gives."""
 
 
+def _in_utc_range(value: datetime) -> datetime:
+    # On the wire an instant is a UTC timestamp, read back as a UTC datetime: one whose UTC
+    # date falls outside years 1-9999 could be accepted and then never read back by anyone.
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant in UTC falls outside years 1-9999") from None
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
+"""A timezone-aware time whose UTC date is within years 1-9999 (what every peer can read)."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -61,7 +84,7 @@ class SubmitOrder(_Model):
     order_type: OrderType
     limit_price: Price | None = None
     time_in_force: TimeInForce = TimeInForce.DAY
-    expire_at: AwareDatetime | None = Field(
+    expire_at: Instant | None = Field(
         default=None, description="The venue never executes the order after this instant."
     )
 
@@ -143,14 +166,14 @@ class OrderSnapshot(_Model):
     time_in_force: TimeInForce
     quantity: NonNegative
     limit_price: Price | None
-    expire_at: AwareDatetime | None
+    expire_at: Instant | None
     status: OrderStatus
     cum_qty: NonNegative
     leaves_qty: NonNegative
     avg_px: AveragePrice | None
     last_seq: int = Field(ge=0)
-    created_at: AwareDatetime
-    updated_at: AwareDatetime
+    created_at: Instant
+    updated_at: Instant
 
 
 class Acknowledgement(_Model):
@@ -201,7 +224,7 @@ class Fill(_Model):
     side: Side
     quantity: Quantity
     price: Price
-    venue_time: AwareDatetime
+    venue_time: Instant
 
 
 class ExecutionReport(_Model):
@@ -232,7 +255,7 @@ class ExecutionReport(_Model):
     reject_reason: ErrorReason | None = None
     cancel_reason: CancelReason | None = None
     text: str = ""
-    venue_time: AwareDatetime
+    venue_time: Instant
 
     @property
     def fill(self) -> Fill | None:
@@ -261,7 +284,7 @@ class PortEvent(_Model):
     """
 
     kind: PortEventKind
-    time: AwareDatetime
+    time: Instant
     detail: str = ""
     client_order_id: Identifier | None = Field(
         default=None, description="The order concerned (ORDER_IN_DOUBT, ORDER_SETTLED)."

@@ -365,8 +365,9 @@ INVALID = ErrorReason.INVALID_REQUEST
 BAD_INPUTS = [
     # not msgpack
     case("msgpack-bad-byte", fixed(b"\xc1garbage"), P, None, "not msgpack"),
-    case("msgpack-truncated", lambda c, s: [pack(envelope(c, s))[:-3]], P, None, "not msgpack"),
-    case("msgpack-trailing", lambda c, s: [pack(envelope(c, s)) + b"\0"], P, None, "not msgpack"),
+    # Not msgpack, but the id before the damage is readable: the refusal can be matched.
+    case("msgpack-truncated", lambda c, s: [pack(envelope(c, s))[:-3]], P, RID, "not msgpack"),
+    case("msgpack-trailing", lambda c, s: [pack(envelope(c, s)) + b"\0"], P, RID, "not msgpack"),
     case("empty-frame", fixed(b""), P, None, "not msgpack"),
     case("msgpack-int-keys", fixed(pack({1: 2})), P, None),
     # msgpack, not a map
@@ -463,6 +464,8 @@ def test_bad_input_gets_a_typed_error_and_the_venue_keeps_serving(
         pytest.param({"quantity": "1e30"}, id="quantity-1e30"),
         pytest.param({"limit_price": "1e40"}, id="limit-price-1e40"),
         pytest.param({"quantity": "1.0000000000001"}, id="quantity-13-decimals"),
+        # Accepted once, it made every later reply carrying the order unreadable by its client.
+        pytest.param({"expire_at": "9999-12-31T23:59:59-01:00"}, id="expire-at-in-year-10000"),
     ],
 )
 def test_out_of_range_numbers_are_refused_and_the_venue_keeps_serving(

@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,7 @@ from bus.client_protocol import (
     PortEventRaised,
     PortEventRelayed,
     ReplyReceived,
+    ReplyUnreadable,
     ReportsReady,
     RequestExpired,
     StartFailed,
@@ -367,7 +369,7 @@ def test_a_fill_published_twice_is_delivered_once_and_counted() -> None:
     for report in (REPORTS[0], trade, again, REPORTS[2].model_copy(update={"seq": 4})):
         got += delivered(event(protocol, report, now=0.0))
     assert [r.seq for r in got] == [1, 2, 4]
-    assert protocol.duplicate_fills == 1
+    assert protocol.fills.dropped == 1
 
 
 def test_recent_ids_remember_a_bounded_number() -> None:
@@ -452,6 +454,33 @@ def test_an_answer_to_a_request_never_sent_is_dropped() -> None:
     protocol.send(7, QUERY, now=0.0, deadline=3.0)
     protocol.forget(7)
     assert protocol.receive_reply(encode(ACK, request_id=7), now=0.1) == []
+
+
+def test_an_unreadable_answer_naming_a_request_in_flight_answers_it_with_the_reason() -> None:
+    protocol = ClientProtocol("s1", rng=random.Random(5))
+    protocol.send(7, QUERY, now=0.0, deadline=3.0)
+    raw = msgpack.unpackb(encode(ACK, request_id=7), timestamp=0)
+    raw["b"]["order"]["expire_at"] = msgpack.Timestamp(seconds=253402300800 + 3600)  # year 10000
+    frame = msgpack.packb(raw)
+    (unreadable,) = protocol.receive_reply(frame, now=0.1)
+    assert isinstance(unreadable, ReplyUnreadable)
+    assert unreadable.request_id == 7
+    assert "out of range" in unreadable.message
+    assert protocol.poll(now=2.9) == []  # not resent: its answer is the stored one
+    assert protocol.poll(now=3.0) == []  # nor expired
+    with pytest.raises(WireError):  # the same frame again, or one naming no request in flight
+        protocol.receive_reply(frame, now=0.2)
+
+
+def test_an_unreadable_answer_to_the_first_sync_fails_the_start_with_the_reason() -> None:
+    protocol = ClientProtocol("s1", rng=random.Random(5))
+    (sync_id,) = syncs(protocol.start(now=0.0, timeout=10.0))
+    frame = msgpack.packb({"v": 1, "t": "sync_reply", "id": sync_id, "b": {"seq": "x"}})
+    (failed,) = protocol.receive_reply(frame, now=0.1)
+    assert isinstance(failed, StartFailed)
+    assert failed.unreadable is not None
+    assert "invalid sync_reply" in failed.unreadable
+    assert protocol.poll(now=10.0) == []  # no second verdict
 
 
 def test_a_request_that_could_not_be_sent_is_forgotten() -> None:
@@ -625,7 +654,7 @@ def test_a_venue_with_a_new_session_resets_the_stream_fills_and_resends() -> Non
     # The new venue's stream is delivered from its first event, fill ids included.
     assert replay_range(reset) == (1, 2)
     assert answer(protocol, reset, now=0.4) == REPORTS[:2]
-    assert protocol.duplicate_fills == 0
+    assert protocol.fills.dropped == 0
     later = protocol.poll(now=5.0)
     assert RequestExpired(9) not in later
     assert 9 not in [request_id for request_id, _ in sent(later)]

@@ -128,6 +128,31 @@ def test_an_answer_goes_to_its_waiter_typed_and_a_refusal_as_its_error() -> None
     port._answer(first, ACK, now=0.2)  # a repeated answer: ignored
 
 
+def test_an_unreadable_answer_fails_its_call_at_once_naming_why_and_puts_the_order_in_doubt() -> (
+    None
+):
+    port = FakeShell().opened()
+    events = port.watching()
+    answer = Watching(port)
+    port._request(limit("o1"), Acknowledgement, answer, 0.5, detached=True)
+    ((request_id, _),) = port.sent
+    port._expire(request_id, now=0.1, unreadable="invalid ack: order.expire_at: out of range")
+    assert answer.doubts_when_failed == {"o1"}
+    with pytest.raises(ConnectivityError) as caught:
+        answer.result()
+    assert not isinstance(caught.value, AckTimeoutError)  # it was answered, not timed out
+    assert caught.value.reason is ErrorReason.PROTOCOL_ERROR
+    assert caught.value.outcome is Outcome.UNKNOWN
+    assert "order.expire_at: out of range" in caught.value.message
+    assert port._calls == {}  # no other answer will come, even to a handle
+    (doubt,) = events.got
+    assert isinstance(doubt, PortEvent)
+    assert (doubt.kind, doubt.detail) == (
+        PortEventKind.ORDER_IN_DOUBT,
+        "invalid ack: order.expire_at: out of range",
+    )
+
+
 def test_an_expired_call_puts_its_order_in_doubt_first_and_a_late_answer_settles_it() -> None:
     port = FakeShell().opened()
     events = port.watching()

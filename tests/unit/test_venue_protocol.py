@@ -33,6 +33,7 @@ from ports import (
     PortEventKind,
     QueryOrder,
     Rejection,
+    SubmitOrder,
 )
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE
@@ -278,3 +279,60 @@ def test_a_notice_goes_on_the_strategys_topic_unnumbered() -> None:
     assert topic == strategy_topic("s1")
     assert decode(frame, max_bytes=None).body == event
     assert (venue.venue_seq, venue.stream_seq("s1")) == (0, 0)  # nothing kept for replay
+
+
+# An instant whose UTC date is in year 10000: accepted once, it made every later reply carrying
+# the order unreadable, so its strategy could not even connect (issue 12, section 3).
+_UNREADABLE_LATER = "9999-12-31T23:59:59-01:00"
+
+
+@pytest.mark.parametrize(
+    "expire_at", [_UNREADABLE_LATER, "0001-01-01T00:30:00+01:00"]
+)  # fmt: skip
+def test_an_instant_no_peer_could_read_back_is_refused_at_the_edge_with_its_id(
+    expire_at: str,
+) -> None:
+    venue = protocol()
+    body = {**limit("o1").model_dump(mode="json"), "expire_at": expire_at}
+    frame = msgpack.packb({"v": 1, "t": "submit_order", "id": 8, "c": "c1", "b": body})
+    effect = venue.receive(PEER, frame)
+    assert isinstance(effect, Reply)  # never handed to the backend
+    reply = decode(effect.frame, max_bytes=None)
+    assert reply.request_id == 8
+    assert isinstance(reply.body, Rejection)
+    assert reply.body.reason is ErrorReason.INVALID_REQUEST
+    assert "outside years 1-9999" in reply.body.message
+
+
+def test_the_last_readable_instant_crosses_the_wire_unchanged() -> None:
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    order = limit("o1").model_copy(update={"expire_at": last})
+    body = decode(encode(order, request_id=1)).body
+    assert isinstance(body, SubmitOrder)
+    assert body.expire_at == last
+
+
+def test_a_timestamp_out_of_range_is_refused_with_the_frames_id() -> None:
+    seconds = int((datetime(9999, 12, 31, 23, tzinfo=UTC)).timestamp()) + 7200
+    body = {**limit("o1").model_dump(mode="json"), "expire_at": msgpack.Timestamp(seconds)}
+    frame = msgpack.packb({"v": 1, "t": "submit_order", "id": 9, "c": "c1", "b": body})
+    effect = protocol().receive(PEER, frame)
+    assert isinstance(effect, Reply)
+    reply = decode(effect.frame, max_bytes=None)
+    assert reply.request_id == 9  # the error can be matched to its request
+    assert isinstance(reply.body, Rejection)
+    assert reply.body.reason is ErrorReason.PROTOCOL_ERROR
+
+
+def test_a_body_nested_too_deeply_to_read_is_refused_with_the_id_before_it() -> None:
+    start = msgpack.packb({"v": 1, "t": "submit_order", "id": 11, "c": "c1"})
+    nested = b"\x91" * 5000 + msgpack.packb("deep")  # 5,000 arrays, one inside the other
+    frame = b"\x85" + start[1:] + msgpack.packb("b") + b"\x81" + msgpack.packb("strategy_id")
+    effect = protocol().receive(PEER, frame + nested)
+    assert isinstance(effect, Reply)
+    reply = decode(effect.frame, max_bytes=None)
+    assert reply.request_id == 11
+    assert isinstance(reply.body, Rejection)
+    assert reply.body.reason is ErrorReason.PROTOCOL_ERROR
+    assert reply.body.message.startswith("not msgpack: ")
+    assert reply.body.message != "not msgpack: "  # it says something

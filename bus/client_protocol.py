@@ -315,9 +315,10 @@ class ClientProtocol:
         self.requests.pop(request_id)
         if not self.in_sync:
             return []  # asked of a venue that has changed since: asked again once in sync
+        # Every frame read before any is offered: a bad one must not drop those before it.
+        bodies = [decode(frame, max_bytes=None).body for frame in reply.events]
         reports: list[ExecutionReport] = []
-        for frame in reply.events:
-            body = decode(frame, max_bytes=None).body
+        for body in bodies:
             if isinstance(body, ExecutionReport):
                 reports += self.stream.offer(body)
         events: list[ClientEvent] = []

@@ -1,11 +1,11 @@
 """The gateway: any ``OrderExecutionPort`` behind the bus, served to many strategy processes.
 
-``PortBackend`` is a ``bus.backend.Backend`` whose requests go to ports a factory makes (one per
-strategy, or one shared by all): each strategy's commands go to its hosted port, its updates go
-out on the strategy's stream with the bus's sequence numbers and replay, and the hosted port's
-answers, typed errors and port events reach the remote strategy unchanged in meaning. The ports
-run on an asyncio loop in a thread of their own; the server's loop stays single-threaded and
-hears of finished work through a pipe. See docs/gateway.md.
+``PortBackend`` is a ``bus.backend.Backend`` whose requests go to ports a factory makes, one per
+strategy (a port belongs to one strategy): each strategy's commands go to its hosted port, its
+updates go out on the strategy's stream with the bus's sequence numbers and replay, and the
+hosted port's answers, typed errors and port events reach the remote strategy unchanged in
+meaning. The ports run on an asyncio loop in a thread of their own; the server's loop stays
+single-threaded and hears of finished work through a pipe. See docs/gateway.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,18 +29,23 @@ from bus.venue_protocol import RequestKey
 from ports.enums import ErrorReason, Outcome
 from ports.errors import PortError
 from ports.models import (
+    Acknowledgement,
     AmendOrder,
+    CancelAllAcknowledgement,
     CancelAllOrders,
     CancelOrder,
     ExecutionReport,
     ListOpenOrders,
     OpenOrders,
+    OrderSnapshot,
     QueryOrder,
     Rejection,
     Request,
     SubmitOrder,
 )
-from ports.order_execution_port import OrderExecutionPort
+from ports.order_execution_port import OrderExecutionPort, PortState
+
+_T = TypeVar("_T")
 
 PortFactory = Callable[[str, Mapping[str, Any]], OrderExecutionPort | Awaitable[OrderExecutionPort]]
 """``factory(strategy_id, config)``: the port that serves ``strategy_id`` (not opened yet; the
@@ -119,10 +124,8 @@ class PortBackend:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._host: Host | None = None
-        # Loop thread only: the port of each strategy (opening, or open), the strategies each
-        # open port serves (a shared port serves several), and the tasks running.
+        # Loop thread only: the port of each strategy (opening, or open), and the tasks running.
         self._ports: dict[str, asyncio.Task[OrderExecutionPort]] = {}
-        self._served: dict[int, list[str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- Backend ------------------------------------------------------------------------------
@@ -220,44 +223,55 @@ class PortBackend:
             os.write(self._wake_w, b"x")
 
     async def _serve(self, key: RequestKey, request: Request | Sync) -> None:
-        result: BaseModel
+        # Always answered, even if the work is cancelled (the gateway stops): a request left
+        # without an answer would stay "being worked on", and its resends would go unanswered.
+        result: BaseModel = _failed(
+            request, "the gateway stopped before the hosted port answered", Outcome.UNKNOWN
+        )
         try:
-            port = await self._port(request.strategy_id)
-            result = await self._call(port, request)
-        except PortError as error:
-            result = error.to_rejection()
-        except Exception as error:  # the hosted adapter failed: it may have acted
-            result = Rejection(
-                reason=ErrorReason.VENUE_REJECTED,
-                message=f"the hosted port failed: {type(error).__name__}: {error}",
-                outcome=Outcome.UNKNOWN,
-                client_order_id=getattr(request, "client_order_id", None),
-            )
-        self._put([Answer(key, result)])
+            try:
+                port = await self._port(request.strategy_id)
+            except PortError as error:
+                result = error.to_rejection()
+                return
+            except Exception as error:  # the factory or open() failed: nothing reached a venue
+                why = f"the hosted port could not be opened: {type(error).__name__}: {error}"
+                result = _failed(request, why, Outcome.DEFINITE)
+                return
+            try:
+                result = await self._call(port, request)
+            except PortError as error:
+                result = error.to_rejection()
+            except Exception as error:  # the hosted adapter failed: it may have acted
+                why = f"the hosted port failed: {type(error).__name__}: {error}"
+                result = _failed(request, why, Outcome.UNKNOWN)
+        finally:
+            self._put([Answer(key, result)])
 
     @staticmethod
     async def _call(port: OrderExecutionPort, request: Request | Sync) -> BaseModel:
         match request:
             case SubmitOrder():
-                return await port.submit_order(request)
+                return _typed(await port.submit_order(request), Acknowledgement)
             case AmendOrder():
-                return await port.amend_order(request)
+                return _typed(await port.amend_order(request), Acknowledgement)
             case CancelOrder():
-                return await port.cancel_order(request)
+                return _typed(await port.cancel_order(request), Acknowledgement)
             case CancelAllOrders():
-                return await port.cancel_all_orders(request.instrument, request.side)
+                done = await port.cancel_all_orders(request.instrument, request.side)
+                return _typed(done, CancelAllAcknowledgement)
             case QueryOrder():
-                return await port.order_status(request.client_order_id)
-            case ListOpenOrders():
-                orders = await port.open_orders(request.instrument)
-                return OpenOrders(strategy_id=request.strategy_id, orders=orders)
-            case Sync():
-                orders = await port.open_orders()
+                return _typed(await port.order_status(request.client_order_id), OrderSnapshot)
+            case ListOpenOrders() | Sync():
+                instrument = request.instrument if isinstance(request, ListOpenOrders) else None
+                orders = tuple(_typed(o, OrderSnapshot) for o in await port.open_orders(instrument))
                 return OpenOrders(strategy_id=request.strategy_id, orders=orders)
         raise TypeError(f"{type(request).__name__} is not a request")
 
     async def _port(self, strategy_id: str) -> OrderExecutionPort:
         task = self._ports.get(strategy_id)
+        if task is not None and _closed(task):
+            task = None  # closed under us: open a new one
         if task is None:
             task = self._ports[strategy_id] = self._loop.create_task(self._open(strategy_id))
         try:
@@ -270,26 +284,25 @@ class PortBackend:
     async def _open(self, strategy_id: str) -> OrderExecutionPort:
         made = self._factory(strategy_id, self._config)
         port = await made if isinstance(made, Awaitable) else made
-        served = self._served.get(id(port))
-        if served is not None:  # a shared port, open already
-            served.append(strategy_id)
-            return port
+        if port.strategy_id != strategy_id:
+            raise ValueError(
+                f"the factory returned the port of strategy {port.strategy_id!r} for "
+                f"{strategy_id!r}: each strategy needs a port of its own"
+            )
         await port.open()
         # Subscribed before anything else can run on this loop: no update is missed.
         updates = port.updates(port_events=True)
-        self._served[id(port)] = [strategy_id]
-        self._spawn(self._relay(port, updates))
+        self._spawn(self._relay(strategy_id, updates))
         return port
 
-    async def _relay(self, port: OrderExecutionPort, updates: Any) -> None:
-        """The hosted port's updates, onto the bus: reports to their strategy's stream, port
-        events to every strategy the port serves."""
+    async def _relay(self, strategy_id: str, updates: Any) -> None:
+        """The hosted port's updates, onto the bus: reports to the strategy's stream (as the
+        bus numbers them), port events to the strategy too."""
         async for update in updates:
             if isinstance(update, ExecutionReport):
                 self._put([Report(update)])
             else:
-                strategies = self._served.get(id(port), [])
-                self._put([Notice(s, update) for s in strategies])
+                self._put([Notice(strategy_id, update)])
 
     async def _close_ports(self) -> None:
         ports = []
@@ -306,3 +319,28 @@ class PortBackend:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+
+
+def _typed(result: object, expected: type[_T]) -> _T:
+    """``result`` if it is exactly what the wire can carry for the request, else TypeError (an
+    adapter that returns something else must not reach the encoder)."""
+    if type(result) is not expected:
+        raise TypeError(f"returned {type(result).__name__}, not {expected.__name__}")
+    assert isinstance(result, expected)
+    return result
+
+
+def _closed(task: asyncio.Task[OrderExecutionPort]) -> bool:
+    """Whether ``task`` opened a port that has been closed since."""
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return False
+    return task.result().state is PortState.CLOSED
+
+
+def _failed(request: Request | Sync, message: str, outcome: Outcome) -> Rejection:
+    return Rejection(
+        reason=ErrorReason.VENUE_REJECTED,
+        message=message,
+        outcome=outcome,
+        client_order_id=getattr(request, "client_order_id", None),
+    )

@@ -26,7 +26,7 @@ from bus.codec import MAX_FRAME_BYTES, WireError, decode, encode
 from bus.outbox import Outbox
 from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE, readable
 from bus.venue_protocol import Event, Execute, ReplayWanted, Reply, Route, VenueProtocol
-from ports.enums import ErrorReason
+from ports.enums import ErrorReason, Outcome
 from ports.models import Rejection
 
 _BATCH = 256  # messages taken from one socket before the others get a turn
@@ -247,7 +247,12 @@ class Server:
             return
         effect = self._protocol.receive(route, body)
         if type(effect) is Execute:
-            self.backend.execute(effect.key, effect.request, effect.frame)
+            try:
+                self.backend.execute(effect.key, effect.request, effect.frame)
+            except Exception as error:  # answered, so that its resends are not left waiting
+                to, frame = self._protocol.answer(effect.key, _failed(effect.request, error))
+                if to is not None:
+                    self._send(self._command, to, frame)
         elif type(effect) is Reply:
             self._send(self._command, effect.route, effect.frame)
         elif type(effect) is ReplayWanted:
@@ -349,3 +354,14 @@ def _configure_router(router: zmq.Socket[bytes]) -> None:
     # No ZMTP heartbeats (HEARTBEAT_IVL): with them, libzmq 4.3.5 can abort the whole process
     # (assertion in stream_engine_base.cpp) when peers vanish mid-burst. Liveness is the
     # server's own heartbeat on the event channel.
+
+
+def _failed(request: object, error: Exception) -> Rejection:
+    """The answer to a request the backend raised on: it may have acted before it did."""
+    sys.stderr.write(f"server: request failed: {type(error).__name__}: {error}\n")
+    return Rejection(
+        reason=ErrorReason.VENUE_REJECTED,
+        message=f"the venue could not process this: {error}",
+        outcome=Outcome.UNKNOWN,
+        client_order_id=getattr(request, "client_order_id", None),
+    )

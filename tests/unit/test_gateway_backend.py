@@ -4,6 +4,7 @@ real in-process mock venue ports; the host is a recorder standing in for the ser
 
 from __future__ import annotations
 
+import asyncio
 import select
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from bus.backend import Answer, GetStatus, Notice, Output, Report
+from bus.backend import Answer, GetStatus, Output, Report
 from bus.codec import Sync
 from bus.gateway import GatewayStatus, PortBackend, load_factory
 from bus.venue_protocol import VenueProtocol
@@ -26,8 +27,6 @@ from ports import (
     OpenOrders,
     OrderExecutionPort,
     Outcome,
-    PortEvent,
-    PortEventKind,
     QueryOrder,
     Rejection,
 )
@@ -164,7 +163,7 @@ def test_a_sync_opens_the_strategys_port_once_and_answers_its_open_orders(
     ]
 
 
-def test_an_adapter_that_fails_is_an_unknown_outcome_and_the_gateway_carries_on() -> None:
+def test_a_factory_that_fails_is_a_definite_refusal_tried_again_next_time() -> None:
     calls = 0
 
     def factory(strategy_id: str, config: Mapping[str, Any]) -> OrderExecutionPort:
@@ -178,29 +177,84 @@ def test_an_adapter_that_fails_is_an_unknown_outcome_and_the_gateway_carries_on(
             refused = gateway.answer(gateway.ask(limit("o1")))
             assert isinstance(refused, Rejection)
             assert refused.reason is ErrorReason.VENUE_REJECTED
-            assert refused.outcome is Outcome.UNKNOWN
+            assert refused.outcome is Outcome.DEFINITE  # nothing reached any venue
             assert "not configured" in refused.message
         assert calls == 2
     finally:
         gateway.close()
 
 
-def test_one_port_shared_by_strategies_is_opened_once_and_its_events_reach_each(
+class _Odd:
+    """A hosted port that answers with what the wire cannot carry, or fails, or never answers."""
+
+    def __init__(self, port: OrderExecutionPort) -> None:
+        self._port = port
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
+
+    async def submit_order(self, order: Any, **_: Any) -> Any:
+        if order.client_order_id == "none":
+            return None
+        if order.client_order_id == "dict":
+            return {"ack": True}
+        if order.client_order_id == "boom":
+            raise RuntimeError("the broker dropped the session")
+        raise asyncio.CancelledError  # the work is cancelled under the gateway
+
+
+def test_an_adapter_answering_badly_gets_a_typed_unknown_outcome_and_the_gateway_carries_on(
     venue: MockVenue,
 ) -> None:
+    gateway = Gateway(lambda strategy_id, config: _Odd(venue.port(strategy_id)))
+    try:
+        for order_id, says in [
+            ("none", "returned NoneType, not Acknowledgement"),
+            ("dict", "returned dict, not Acknowledgement"),
+            ("boom", "the broker dropped the session"),
+            ("cancelled", "stopped before the hosted port answered"),
+        ]:
+            refused = gateway.answer(gateway.ask(limit(order_id)))
+            assert isinstance(refused, Rejection), order_id
+            assert (refused.reason, refused.outcome) == (
+                ErrorReason.VENUE_REJECTED,
+                Outcome.UNKNOWN,
+            )
+            assert says in refused.message
+            assert refused.client_order_id == order_id
+        assert isinstance(gateway.answer(gateway.ask(Sync(strategy_id="s1"))), OpenOrders)
+    finally:
+        gateway.close()
+
+
+def test_a_port_of_another_strategy_is_refused(venue: MockVenue) -> None:
     shared = venue.port("s1")
     gateway = Gateway(lambda strategy_id, config: shared)
     try:
+        assert isinstance(gateway.answer(gateway.ask(Sync(strategy_id="s1"))), OpenOrders)
+        refused = gateway.answer(gateway.ask(Sync(strategy_id="s2")))
+        assert isinstance(refused, Rejection)
+        assert refused.outcome is Outcome.DEFINITE
+        assert "each strategy needs a port of its own" in refused.message
+    finally:
+        gateway.close()
+
+
+def test_a_hosted_port_closed_under_the_gateway_is_replaced(venue: MockVenue) -> None:
+    made: list[OrderExecutionPort] = []
+
+    def factory(strategy_id: str, config: Mapping[str, Any]) -> OrderExecutionPort:
+        made.append(venue.port(strategy_id))
+        return made[-1]
+
+    gateway = Gateway(factory)
+    try:
         gateway.answer(gateway.ask(Sync(strategy_id="s1")))
-        gateway.answer(gateway.ask(Sync(strategy_id="s2")))
-        event = PortEvent(kind=PortEventKind.CONNECTION_LOST, time=START, detail="upstream")
-        gateway.backend._loop.call_soon_threadsafe(shared._emit, event)
-
-        def notices(outputs: list[Output]) -> bool:
-            return sum(isinstance(o, Notice) for o in outputs) == 2
-
-        found = [o for o in gateway.until(notices) if isinstance(o, Notice)]
-        assert [(n.strategy_id, n.event) for n in found] == [("s1", event), ("s2", event)]
+        closing = asyncio.run_coroutine_threadsafe(made[0].close(), gateway.backend._loop)
+        closing.result(WAIT)
+        ack = gateway.answer(gateway.ask(limit("o1", "IMM", 5, "100.00")))
+        assert isinstance(ack, Acknowledgement)
+        assert len(made) == 2
     finally:
         gateway.close()
 

@@ -8,7 +8,7 @@ from bus.venue_protocol import Event
 from mock_venue.backend import venue_server
 from mock_venue.clock import ManualClock
 from mock_venue.faults import DropEvents, DropReplies, Fault
-from ports import ExecutionReport
+from ports import ExecutionReport, Outcome, Rejection
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE
 
@@ -47,3 +47,30 @@ def test_the_same_seed_and_traffic_give_the_same_faults_however_requests_batch()
     one_by_one = _published_with_faults(1)
     assert one_by_one == _published_with_faults(16)
     assert 0 < len(one_by_one) < 2 * 48  # some events were dropped, not all
+
+
+def test_a_request_the_backend_raises_on_is_answered_with_its_id_and_so_are_its_resends() -> None:
+    endpoints = Endpoints("inproc://command-2", "inproc://events-2", "inproc://control-2")
+    venue = venue_server(CONTRACT_VENUE, endpoints, seed=7, clock=ManualClock())
+    sent: list[bytes] = []
+
+    def send(socket: object, route: object, frame: bytes) -> None:
+        sent.append(frame)
+
+    def fail(*_: object) -> None:
+        raise RuntimeError("the adapter has a bug")
+
+    venue._send = send  # type: ignore[method-assign]
+    venue.backend.execute = fail  # type: ignore[method-assign,assignment]
+    frame = encode(limit("o1"), request_id=5, client_id="c")
+    try:
+        for _ in range(2):  # the request, then its resend (answered from the store)
+            venue._serve_command([b"peer", frame])
+    finally:
+        venue.close()
+    replies = [decode(f, max_bytes=None) for f in sent]
+    assert [r.request_id for r in replies] == [5, 5]  # matched by the client, never left waiting
+    for reply in replies:
+        assert isinstance(reply.body, Rejection)
+        assert reply.body.outcome is Outcome.UNKNOWN  # it may have acted before it raised
+        assert "the adapter has a bug" in reply.body.message

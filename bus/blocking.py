@@ -228,14 +228,14 @@ class BlockingOrderExecutionPort(ZmqTransport):
         if poller is None:
             return
         now = time.monotonic()
-        if now >= min(self._next_housekeeping, self._protocol.next_timer()):
+        if now >= self._next_work(self._next_housekeeping):
             self._next_housekeeping = now + TICK
             self._housekeeping(now)
             if until is not None and until.done():
                 return  # it expired
         # Never wait past the port's next work: resends, expiries and liveness run while a call
         # blocks. (Rounded up: a wait rounded down to 0 ms would spin until then.)
-        wait = min(self._next_housekeeping, self._protocol.next_timer()) - now
+        wait = self._next_work(self._next_housekeeping) - now
         if timeout is not None:
             wait = min(wait, timeout)
         if poller.poll(max(0, math.ceil(wait * 1000))):

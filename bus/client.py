@@ -95,6 +95,4 @@ class ZmqOrderExecutionPort(ZmqTransport, PortBase):
 
     def _next_tick(self, now: float) -> float:
         # Never more than a TICK away: liveness and replays are looked at ten times a second.
-        at = min(now + TICK, self._protocol.next_timer())
-        next_query = self._next_query_at()
-        return at if next_query is None else min(at, next_query)
+        return self._next_work(now + TICK)

@@ -159,6 +159,13 @@ class ZmqTransport(PortCore):
             return  # a garbled event: the gap it leaves is replayed
         self._act(events, now)
 
+    def _next_work(self, at: float) -> float:
+        """The earliest of ``at`` (the shell's next look at liveness), the protocol's next resend
+        or expiry and the next status query of an order in doubt."""
+        due = min(at, self._protocol.next_timer())
+        next_query = self._next_query_at()
+        return due if next_query is None else min(due, next_query)
+
     def _housekeeping(self, now: float) -> None:
         """The port's own work: liveness, resends, expiries, re-syncs, replays, status queries."""
         self._act(self._protocol.poll(now), now)

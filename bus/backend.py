@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from bus.codec import Sync
 from bus.venue_protocol import Event, RequestKey, VenueProtocol
-from ports.models import ExecutionReport, PortEvent, Request
+from ports.enums import ErrorReason, Outcome
+from ports.models import ExecutionReport, PortEvent, Rejection, Request
 
 
 class GetStatus(BaseModel):
@@ -55,6 +56,17 @@ class Notice:
 
 
 Output = Answer | Report | Notice
+
+
+def failed(request: Request | Sync, message: str, outcome: Outcome) -> Rejection:
+    """The answer to a request its backend could not carry out (it raised, or returned what the
+    wire cannot carry): ``venue_rejected``, with ``outcome`` saying whether it may have acted."""
+    return Rejection(
+        reason=ErrorReason.VENUE_REJECTED,
+        message=message,
+        outcome=outcome,
+        client_order_id=getattr(request, "client_order_id", None),
+    )
 
 
 class Host(Protocol):

@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from bus.backend import Answer, GetStatus, Host, Notice, Output, Report
+from bus.backend import Answer, GetStatus, Host, Notice, Output, Report, failed
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import Sync
 from bus.venue_protocol import RequestKey
-from ports.enums import ErrorReason, Outcome
+from ports.enums import Outcome
 from ports.errors import PortError
 from ports.models import (
     Acknowledgement,
@@ -225,7 +225,7 @@ class PortBackend:
     async def _serve(self, key: RequestKey, request: Request | Sync) -> None:
         # Always answered, even if the work is cancelled (the gateway stops): a request left
         # without an answer would stay "being worked on", and its resends would go unanswered.
-        result: BaseModel = _failed(
+        result: BaseModel = failed(
             request, "the gateway stopped before the hosted port answered", Outcome.UNKNOWN
         )
         try:
@@ -236,7 +236,7 @@ class PortBackend:
                 return
             except Exception as error:  # the factory or open() failed: nothing reached a venue
                 why = f"the hosted port could not be opened: {type(error).__name__}: {error}"
-                result = _failed(request, why, Outcome.DEFINITE)
+                result = failed(request, why, Outcome.DEFINITE)
                 return
             try:
                 result = await self._call(port, request)
@@ -244,7 +244,7 @@ class PortBackend:
                 result = error.to_rejection()
             except Exception as error:  # the hosted adapter failed: it may have acted
                 why = f"the hosted port failed: {type(error).__name__}: {error}"
-                result = _failed(request, why, Outcome.UNKNOWN)
+                result = failed(request, why, Outcome.UNKNOWN)
         finally:
             self._put([Answer(key, result)])
 
@@ -335,12 +335,3 @@ def _closed(task: asyncio.Task[OrderExecutionPort]) -> bool:
     if not task.done() or task.cancelled() or task.exception() is not None:
         return False
     return task.result().state is PortState.CLOSED
-
-
-def _failed(request: Request | Sync, message: str, outcome: Outcome) -> Rejection:
-    return Rejection(
-        reason=ErrorReason.VENUE_REJECTED,
-        message=message,
-        outcome=outcome,
-        client_order_id=getattr(request, "client_order_id", None),
-    )

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import zmq
 
-from bus.backend import Backend, Output
-from bus.codec import MAX_FRAME_BYTES, WireError, decode, encode
+from bus.backend import Backend, Output, failed
+from bus.codec import MAX_FRAME_BYTES, Sync, WireError, decode, encode
 from bus.outbox import Outbox
 from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE, readable
 from bus.venue_protocol import Event, Execute, ReplayWanted, Reply, Route, VenueProtocol
 from ports.enums import ErrorReason, Outcome
-from ports.models import Rejection
+from ports.models import Rejection, Request
 
 _BATCH = 256  # messages taken from one socket before the others get a turn
 # Outputs of this many requests go out together: each send that finds libzmq's I/O thread asleep
@@ -356,12 +356,7 @@ def _configure_router(router: zmq.Socket[bytes]) -> None:
     # server's own heartbeat on the event channel.
 
 
-def _failed(request: object, error: Exception) -> Rejection:
+def _failed(request: Request | Sync, error: Exception) -> Rejection:
     """The answer to a request the backend raised on: it may have acted before it did."""
     sys.stderr.write(f"server: request failed: {type(error).__name__}: {error}\n")
-    return Rejection(
-        reason=ErrorReason.VENUE_REJECTED,
-        message=f"the venue could not process this: {error}",
-        outcome=Outcome.UNKNOWN,
-        client_order_id=getattr(request, "client_order_id", None),
-    )
+    return failed(request, f"the venue could not process this: {error}", Outcome.UNKNOWN)

@@ -285,12 +285,12 @@ class PortCore(ABC):
                 outcome=Outcome.UNKNOWN,
                 client_order_id=_order_of(request),
             )
+        elif waiter is None:
+            error = AckTimeoutError("no answer to a status query", timeout=call.timeout)
         else:
             error = AckTimeoutError(timeout=call.timeout, client_order_id=_order_of(request))
         if waiter is None:
             del self._calls[request_id]
-            if unreadable is None:
-                error = AckTimeoutError("no answer to a status query", timeout=call.timeout)
             self._queried(call, error, now)
             return
         if isinstance(request, OrderRequest):  # queries and cancel-alls name no order to settle

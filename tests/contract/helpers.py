@@ -11,6 +11,8 @@ from ports import (
     OrderSnapshot,
     OrderStatus,
     OrderType,
+    PortEvent,
+    PortEventKind,
     Side,
     SubmitOrder,
     TimeInForce,
@@ -101,3 +103,14 @@ def snapshot(client_order_id: str = "o1", status: OrderStatus = OrderStatus.NEW)
         created_at=at,
         updated_at=at,
     )
+
+
+async def until_port_events(
+    stream: UpdateStream[ExecutionReport | PortEvent], *kinds: PortEventKind, wait: float = WAIT
+) -> list[ExecutionReport | PortEvent]:
+    """Updates of a ``port_events=True`` stream up to the moment each of ``kinds`` has been
+    seen (each within ``wait`` seconds)."""
+    seen: list[ExecutionReport | PortEvent] = []
+    while not set(kinds) <= {u.kind for u in seen if isinstance(u, PortEvent)}:
+        seen.append(await stream.get(timeout=wait))
+    return seen

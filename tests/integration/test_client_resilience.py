@@ -38,18 +38,15 @@ from ports import (
     PortEventKind,
     PortState,
     ThrottleError,
-    UpdateStream,
 )
 from tests.contract.blocking_adapter import BlockingAsAsync
-from tests.contract.helpers import STRATEGY, limit
+from tests.contract.helpers import STRATEGY, limit, until_port_events
 from tests.contract.venue_setup import CONTRACT_VENUE
 
 WAIT = 10.0
 HEARTBEAT = 0.05
 LIVENESS = 4  # silent for 0.2 s: lost
 CLIENTS = ["zmq", "zmq-blocking"]
-
-Updates = UpdateStream[ExecutionReport | PortEvent]
 
 
 @dataclass
@@ -131,14 +128,6 @@ async def client(
         yield port
 
 
-async def until(updates: Updates, *kinds: PortEventKind) -> list[ExecutionReport | PortEvent]:
-    """Updates up to the moment each of ``kinds`` has been seen."""
-    seen: list[ExecutionReport | PortEvent] = []
-    while not set(kinds) <= {u.kind for u in seen if isinstance(u, PortEvent)}:
-        seen.append(await updates.get(timeout=WAIT))
-    return seen
-
-
 def port_events(updates: list[ExecutionReport | PortEvent]) -> list[PortEvent]:
     return [u for u in updates if isinstance(u, PortEvent)]
 
@@ -205,7 +194,7 @@ async def test_a_dropped_reply_leaves_the_order_in_doubt_until_the_port_settles_
                 await port.submit_order(limit("o1"))
             assert caught.value.client_order_id == "o1"
             assert port.in_doubt() == {"o1"}
-            seen = await until(updates, PortEventKind.ORDER_SETTLED)
+            seen = await until_port_events(updates, PortEventKind.ORDER_SETTLED, wait=WAIT)
             doubt, settled = port_events(seen)
             assert doubt.kind is PortEventKind.ORDER_IN_DOUBT
             # The venue executed it: the port's status query says so.
@@ -233,15 +222,15 @@ async def test_a_frozen_venue_leaves_an_order_in_doubt_that_the_port_settles_aft
             states = aiter(port.state_changes())
             venue.process.send_signal(signal.SIGSTOP)
             try:
-                await until(updates, PortEventKind.CONNECTION_LOST)
+                await until_port_events(updates, PortEventKind.CONNECTION_LOST, wait=WAIT)
                 assert await asyncio.wait_for(anext(states), WAIT) is PortState.RECONNECTING
                 with pytest.raises(AckTimeoutError):
                     await port.submit_order(limit("frozen"))
                 assert port.in_doubt() == {"frozen"}
             finally:
                 venue.process.send_signal(signal.SIGCONT)
-            seen = await until(
-                updates, PortEventKind.CONNECTION_RESTORED, PortEventKind.ORDER_SETTLED
+            seen = await until_port_events(
+                updates, PortEventKind.CONNECTION_RESTORED, PortEventKind.ORDER_SETTLED, wait=WAIT
             )
             events = port_events(seen)
             assert [e.kind for e in events[:1]] == [PortEventKind.ORDER_IN_DOUBT]
@@ -309,12 +298,12 @@ async def test_a_venue_replaced_by_a_fresh_one_resets_the_port(kind: str) -> Non
             await port.submit_order(limit("o1"))
             # Frozen, then killed with an order in doubt; a new venue starts in its place.
             venue.process.send_signal(signal.SIGSTOP)
-            await until(updates, PortEventKind.CONNECTION_LOST)
+            await until_port_events(updates, PortEventKind.CONNECTION_LOST, wait=WAIT)
             with pytest.raises(AckTimeoutError):
                 await port.submit_order(limit("o2"))
             venue.kill()
             venue.restart()  # the same endpoints; no journal: a new session
-            seen = await until(updates, PortEventKind.ORDER_SETTLED)
+            seen = await until_port_events(updates, PortEventKind.ORDER_SETTLED, wait=WAIT)
             assert [e.kind for e in port_events(seen)] == [
                 PortEventKind.ORDER_IN_DOUBT,
                 PortEventKind.VENUE_RESET,
@@ -346,9 +335,9 @@ async def test_a_venue_restarted_on_its_journal_carries_on(kind: str, tmp_path: 
             venue.kill()
             # Restarted once the port has seen it go (a quicker restart shows as
             # VENUE_RESTARTED alone: the session unit tests cover that).
-            before = await until(updates, PortEventKind.CONNECTION_LOST)
+            before = await until_port_events(updates, PortEventKind.CONNECTION_LOST, wait=WAIT)
             venue.restart()  # recovers orders, numbers and stored answers from the journal
-            seen = await until(updates, PortEventKind.CONNECTION_RESTORED)
+            seen = await until_port_events(updates, PortEventKind.CONNECTION_RESTORED, wait=WAIT)
             assert [e.kind for e in port_events(seen)] == [
                 PortEventKind.VENUE_RESTARTED,
                 PortEventKind.CONNECTION_RESTORED,

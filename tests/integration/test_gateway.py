@@ -33,9 +33,8 @@ from ports import (
     PortEvent,
     PortEventKind,
     PortState,
-    UpdateStream,
 )
-from tests.contract.helpers import limit
+from tests.contract.helpers import limit, until_port_events
 from tests.contract.venue_setup import CONTRACT_VENUE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,15 +137,15 @@ async def test_the_hosted_ports_lost_venue_reaches_the_strategy_whose_own_link_s
                     updates = remote.updates(port_events=True)
                     venue.process.send_signal(signal.SIGSTOP)
                     try:
-                        seen = await until(updates, PortEventKind.CONNECTION_LOST)
+                        seen = await until_port_events(updates, PortEventKind.CONNECTION_LOST)
                         with pytest.raises(AckTimeoutError) as timed_out:  # the hosted port's
                             await remote.submit_order(limit("frozen", "IMM", 5, "100.00"))
                         assert timed_out.value.outcome is Outcome.UNKNOWN
-                        seen += await until(updates, PortEventKind.ORDER_IN_DOUBT)
+                        seen += await until_port_events(updates, PortEventKind.ORDER_IN_DOUBT)
                         assert remote.state is PortState.CONNECTED
                     finally:
                         venue.process.send_signal(signal.SIGCONT)
-                    seen += await until(
+                    seen += await until_port_events(
                         updates, PortEventKind.CONNECTION_RESTORED, PortEventKind.ORDER_SETTLED
                     )
                     kinds = [u.kind for u in seen if isinstance(u, PortEvent)]
@@ -173,13 +172,3 @@ async def test_the_hosted_ports_lost_venue_reaches_the_strategy_whose_own_link_s
         finally:
             if venue.process.poll() is None:
                 venue.process.send_signal(signal.SIGCONT)  # a frozen venue cannot stop
-
-
-async def until(
-    updates: UpdateStream[ExecutionReport | PortEvent], *kinds: PortEventKind
-) -> list[ExecutionReport | PortEvent]:
-    """Updates up to the moment each of ``kinds`` has been seen."""
-    seen: list[ExecutionReport | PortEvent] = []
-    while not set(kinds) <= {u.kind for u in seen if isinstance(u, PortEvent)}:
-        seen.append(await updates.get(timeout=WAIT))
-    return seen

@@ -28,6 +28,43 @@ class GetStatus(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ReloadEntitlements(BaseModel):
+    """Control channel (admins): read the entitlements file again, as SIGHUP does."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EntitlementsReloaded(BaseModel):
+    """The entitlements in force: how many keys; whether subscribers had to subscribe again
+    (a key lost something)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keys: int
+    resubscribed: bool
+
+
+class SecurityStatus(BaseModel):
+    """What protects a server's channels (``mode``: ``curve``, ``plaintext, loopback only`` or
+    ``plaintext, insecure``) and what it refused: requests, subscriptions and control commands
+    (``refused``), and handshakes of unknown keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: str
+    keys: int = 0
+    refused: int = 0
+    handshakes_denied: int = 0
+    subscribed_streams: int = 0
+
+
+SERVER_CONTROL_MODELS: Mapping[str, type[BaseModel]] = {
+    "reload_entitlements": ReloadEntitlements,
+    "entitlements_reloaded": EntitlementsReloaded,
+}
+"""Control messages every server answers itself, whatever its backend."""
+
+
 @dataclass(slots=True)
 class Answer:
     """The result of request ``key``. ``recall``: a token the backend's ``recall`` turns back
@@ -77,6 +114,9 @@ class Host(Protocol):
 
     @property
     def unroutable_replies(self) -> int: ...
+
+    @property
+    def security(self) -> SecurityStatus: ...
 
     def deliver(
         self,

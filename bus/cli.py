@@ -20,6 +20,7 @@ from rich.table import Table
 
 from bus.blocking import BlockingOrderExecutionPort
 from bus.gateway_cli import gateway
+from bus.keys_cli import client_key_options, keys
 from bus.monitor import BlockingMonitor
 from ports import (
     AmendOrder,
@@ -40,6 +41,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _endpoints(command: _F) -> _F:
+    command = client_key_options(command)
     command = click.option(
         "--events", default=DEFAULT_EVENTS, show_default=True, envvar="ORDERBUS_EVENTS",
         help="The venue's event endpoint.",
@@ -134,6 +136,7 @@ def main() -> None:
 
 
 main.add_command(gateway)
+main.add_command(keys)
 
 
 @main.command()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from ports.models import ExecutionReport, PortEvent
+from ports.models import ExecutionReport, PortEvent, Rejection
 
 
 # Plain slotted dataclasses, not frozen ones: a frozen one sets each field through
@@ -74,10 +74,11 @@ class StreamStarted:
 @dataclass(slots=True)
 class StartFailed:
     """No venue answered the first sync within ``timeout`` seconds, or (``unreadable``) its
-    answer could not be read, for that reason."""
+    answer could not be read, for that reason, or the venue ``refused`` it."""
 
     timeout: float
     unreadable: str | None = None
+    refused: Rejection | None = None
 
 
 ClientEvent = (

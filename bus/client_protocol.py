@@ -55,8 +55,8 @@ from bus.codec import (
 )
 from bus.outstanding import Kind, Outstanding
 from bus.sequencing import FillFilter, Replays, Sequencer
-from ports.enums import PortEventKind
-from ports.models import ExecutionReport, PortEvent
+from ports.enums import ErrorReason, PortEventKind
+from ports.models import ExecutionReport, PortEvent, Rejection
 from ports.recovery import RESEND, Backoff
 
 REPLAY_RETRY = 1.0  # seconds before a replay that got no answer is asked for again
@@ -74,22 +74,16 @@ __all__ = [
     "REPLAY_RETRY",
     "SYNC_RETRY",
     "UNSENT_RETRY",
-    "ClientEvent",
     "ClientProtocol",
-    "FramesToSend",
-    "PortEventRaised",
-    "PortEventRelayed",
-    "ReplyReceived",
-    "ReplyUnreadable",
-    "ReportsReady",
-    "RequestExpired",
-    "StartFailed",
-    "StreamStarted",
-]
+]  # events: bus.client_events
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _refused(body: BaseModel) -> bool:
+    return isinstance(body, Rejection) and body.reason is ErrorReason.NOT_AUTHORIZED
 
 
 class ClientProtocol:
@@ -121,7 +115,7 @@ class ClientProtocol:
             self.topics = [EVENTS_PREFIX, HEARTBEAT_TOPIC]
         else:
             self.stream = Sequencer(lambda r: r.seq)
-            self.topics = [strategy_topic(strategy_id), HEARTBEAT_TOPIC]
+            self.topics = [strategy_topic(strategy_id)]  # its heartbeats come on it too
         self.silence_limit = silence_limit
         self._backoff = backoff
         self._rng = rng if rng is not None else random.Random()
@@ -163,6 +157,9 @@ class ClientProtocol:
             return self._take_sync(request_id, body, now)
         if isinstance(body, ReplayReply):
             return self._take_replay(request_id, body, now)
+        if _refused(body) and request_id == self._syncing and not self.synced:
+            assert isinstance(body, Rejection)  # retrying cannot help: say so now
+            return self._start_failed(request_id, refused=body)
         if not self.requests.answered(request_id, body, now):
             return []
         return [ReplyReceived(request_id, body)]
@@ -270,10 +267,15 @@ class ClientProtocol:
             self.requests.pop(request_id)
             return [ReplyUnreadable(request_id, error.message)]
         if request_id is not None and request_id == self._syncing and not self.synced:
-            self.requests.pop(request_id)
-            self._syncing = None
-            return [StartFailed(self._start_timeout, unreadable=error.message)]
+            return self._start_failed(request_id, unreadable=error.message)
         raise error
+
+    def _start_failed(
+        self, request_id: int, *, unreadable: str | None = None, refused: Rejection | None = None
+    ) -> list[ClientEvent]:
+        self.requests.pop(request_id)
+        self._syncing = None
+        return [StartFailed(self._start_timeout, unreadable=unreadable, refused=refused)]
 
     def _take_sync(self, request_id: int, reply: SyncReply, now: float) -> list[ClientEvent]:
         # The first sync starts the stream; later ones reveal gaps, a restarted or reset venue.

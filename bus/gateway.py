@@ -22,7 +22,16 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from bus.backend import Answer, GetStatus, Host, Notice, Output, Report, failed
+from bus.backend import (
+    Answer,
+    GetStatus,
+    Host,
+    Notice,
+    Output,
+    Report,
+    SecurityStatus,
+    failed,
+)
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import Sync
 from bus.venue_protocol import RequestKey
@@ -76,6 +85,7 @@ class GatewayStatus(BaseModel):
     requests: int
     protocol_errors: int
     unroutable_replies: int
+    security: SecurityStatus
     strategies: tuple[HostedStream, ...]
 
 
@@ -200,6 +210,7 @@ class PortBackend:
             requests=protocol.requests,
             protocol_errors=protocol.protocol_errors,
             unroutable_replies=self._host.unroutable_replies,
+            security=self._host.security,
             strategies=tuple(
                 HostedStream(strategy_id=s, seq=protocol.stream_seq(s), port_state=states[s])
                 for s in sorted(states)

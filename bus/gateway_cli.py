@@ -11,6 +11,7 @@ import click
 import yaml
 
 from bus.gateway import PortBackend, load_factory
+from bus.keys_cli import server_security, server_security_options
 from bus.serve import serve_until_signalled
 from bus.server import Endpoints, Server
 
@@ -43,6 +44,7 @@ def _config(path: Path | None) -> dict[str, Any]:
 @click.option("--events", "events_endpoint", default=DEFAULT_EVENTS, show_default=True)
 @click.option("--control", "control_endpoint", default=DEFAULT_CONTROL, show_default=True)
 @click.option("--heartbeat", default=0.5, show_default=True, help="Heartbeat interval, seconds.")
+@server_security_options
 def gateway(
     spec: str,
     config_path: Path | None,
@@ -50,6 +52,9 @@ def gateway(
     events_endpoint: str,
     control_endpoint: str,
     heartbeat: float,
+    server_key: Path | None,
+    entitlements: Path | None,
+    insecure: bool,
 ) -> None:
     """Serve the ports a factory makes over the bus, until SIGINT or SIGTERM.
 
@@ -64,5 +69,6 @@ def gateway(
         PortBackend(factory, _config(config_path)),
         Endpoints(command_endpoint, events_endpoint, control_endpoint),
         heartbeat_interval=heartbeat,
+        **server_security(server_key, entitlements, insecure),
     )
     serve_until_signalled(server, {"port_factory": spec})

@@ -10,8 +10,10 @@ from typing import Self
 
 import zmq
 
-from bus.client_protocol import ClientEvent, ClientProtocol, FramesToSend, ReportsReady
+from bus.client_events import ClientEvent, FramesToSend, ReportsReady
+from bus.client_protocol import ClientProtocol
 from bus.codec import WireError
+from bus.curve import ClientKeys, resolve
 from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart, try_send
 from bus.transport import TICK
 from ports.models import ExecutionReport
@@ -25,7 +27,14 @@ class BlockingMonitor:
     the command channel, so ``reports()`` yields every event once, in ``venue_seq`` order.
     """
 
-    def __init__(self, *, command: str, events: str, after_venue_seq: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        command: str,
+        events: str,
+        after_venue_seq: int = 0,
+        keys: ClientKeys | None = None,
+    ) -> None:
         self._protocol = ClientProtocol(None)
         self._protocol.start_after(after_venue_seq)
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -33,6 +42,10 @@ class BlockingMonitor:
         self._sub = self._context.socket(zmq.SUB)
         configure_dealer(self._dealer)
         configure_sub(self._sub, self._protocol.topics)
+        keys = resolve(keys)
+        if keys is not None:
+            keys.apply(self._dealer)
+            keys.apply(self._sub)
         self._dealer.connect(command)
         self._sub.connect(events)
         self._poller = zmq.Poller()

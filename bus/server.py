@@ -1,8 +1,8 @@
 """The server: one single-threaded poll loop that owns the sockets and time, hosting a backend.
 
-- command ROUTER: requests from strategies (DEALER, or plain REQ with its empty delimiter);
-- event PUB: every execution report on its strategy's topic, and heartbeats;
-- control ROUTER: commands for the backend (scripted fills and faults for the mock venue).
+Its three channels (``bus.channels``): commands from strategies, events to subscribers, control
+commands for the backend (scripted fills and faults for the mock venue); each message comes with
+its sender's authenticated key, and ``bus.access`` decides what it may do.
 
 What the bus promises (idempotent retries, numbered streams, replay, sync, heartbeats) is the
 protocol's (``bus.venue_protocol``); what an order does is the backend's (``bus.backend``). This
@@ -17,16 +17,19 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import zmq
 
-from bus.backend import Backend, Output, failed
-from bus.codec import MAX_FRAME_BYTES, Sync, WireError, decode, encode
+from bus.access import Access, EntitlementsError
+from bus.backend import Backend, EntitlementsReloaded, Output, SecurityStatus, failed
+from bus.channels import Channels, Endpoints
+from bus.codec import Sync, WireError
+from bus.control_channel import ControlChannel
+from bus.curve import ServerKey
 from bus.outbox import Outbox
-from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE, readable
+from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE
 from bus.venue_protocol import Event, Execute, ReplayWanted, Reply, Route, VenueProtocol
-from ports.enums import ErrorReason, Outcome
+from ports.enums import Outcome
 from ports.models import Rejection, Request
 
 _BATCH = 256  # messages taken from one socket before the others get a turn
@@ -37,17 +40,13 @@ _FLUSH_EVERY = 16
 _STOP_DRAIN = 1.0  # seconds a stopping server keeps answering requests that already arrived
 
 
-@dataclass(frozen=True)
-class Endpoints:
-    """Where a running server listens (ports resolved)."""
-
-    command: str
-    events: str
-    control: str
+__all__ = ["Endpoints", "Server"]
 
 
 class Server:
-    """Serves one backend on three sockets. ``bind()``, then ``serve()`` until ``stop()``."""
+    """Serves one backend on three sockets (``bus.channels``). ``bind()``, then ``serve()``
+    until ``stop()``. ``access`` and ``key``: who may connect and do what (docs/security.md);
+    neither: development mode, loopback only unless ``insecure``."""
 
     def __init__(
         self,
@@ -56,33 +55,36 @@ class Server:
         *,
         heartbeat_interval: float = 0.5,
         reply_cache_size: int = 200_000,
+        access: Access | None = None,
+        key: ServerKey | None = None,
+        insecure: bool = False,
     ) -> None:
         self.backend = backend
-        self._wanted = endpoints
         self._heartbeat_interval = heartbeat_interval
         self.instance = uuid.uuid4().hex
+        self.access = access if access is not None else Access()
         self._protocol = VenueProtocol(
             session=backend.session or uuid.uuid4().hex,
             instance=self.instance,
             recall=backend.recall,
             reply_cache_size=reply_cache_size,
+            access=self.access,
         )
-        self._control_types = {m: n for n, m in backend.control_models.items()}
-        self._context = zmq.Context()
-        self._command, self._events = self._command_socket(), self._events_socket()
-        self._control = self._context.socket(zmq.ROUTER)
-        _configure_router(self._control)
-        self._control.setsockopt(zmq.LINGER, 2000)
+        self._channels = Channels(endpoints, self.access, key=key, insecure=insecure)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
         self._stopping = False
+        self._reload_wanted = False
         # Looked up at each call: a rebind replaces the sockets.
         self._outbox = Outbox(
             self._protocol,
-            lambda route, frame: self._send(self._command, route, frame),
+            lambda route, frame: self._send(self._channels.command, route, frame),
             lambda events: self._publish(events),
             backend.events,
+        )
+        self._control = ControlChannel(
+            self, lambda route, frame: self._send(self._channels.control, route, frame)
         )
         self.unroutable_replies = 0
         self.endpoints: Endpoints | None = None
@@ -96,70 +98,65 @@ class Server:
     def session(self) -> str:
         return self._protocol.session
 
+    @property
+    def security(self) -> SecurityStatus:
+        """What protects the channels, and what was refused."""
+        channels = self._channels
+        return SecurityStatus(
+            mode=channels.mode,
+            keys=self.access.keys,
+            refused=self.access.refused,
+            handshakes_denied=0 if channels.security is None else channels.security.denied,
+            subscribed_streams=len(channels.subscribed),
+        )
+
     # --- sockets ------------------------------------------------------------------------------
 
-    def _command_socket(self) -> zmq.Socket[bytes]:
-        socket = self._context.socket(zmq.ROUTER)
-        _configure_router(socket)
-        socket.setsockopt(zmq.LINGER, 2000)  # flush replies on shutdown, never hang
-        return socket
-
-    def _events_socket(self) -> zmq.Socket[bytes]:
-        socket = self._context.socket(zmq.PUB)
-        # Loss at the PUB high-water mark is recovered by replay, but should be rare.
-        socket.setsockopt(zmq.SNDHWM, 1_000_000)
-        socket.setsockopt(zmq.LINGER, 2000)
-        return socket
-
     def bind(self) -> Endpoints:
-        """Bind the three sockets; port 0 picks a free port. Returns the endpoints bound."""
-        bound = []
-        for socket, endpoint in (
-            (self._command, self._wanted.command),
-            (self._events, self._wanted.events),
-            (self._control, self._wanted.control),
-        ):
-            socket.bind(endpoint)
-            bound.append(socket.getsockopt_string(zmq.LAST_ENDPOINT))
-        self.endpoints = Endpoints(*bound)
+        """Bind the three sockets; port 0 picks a free port. Returns the endpoints bound.
+        Raises ``bus.channels.InsecureBind`` for a plaintext server beyond loopback."""
+        self.endpoints = self._channels.bind()
         return self.endpoints
 
-    def rebind(self) -> None:
-        assert self.endpoints is not None
+    def rebind(self, *, command: bool = True) -> None:
         # What was done before goes to the old sockets, which drop it like the rest of what
         # they hold: replies are kept for the resends, events for replay.
         self.flush()
-        self._poller.unregister(self._command)
-        for socket in (self._command, self._events):
-            socket.close(linger=0)
-        self._command, self._events = self._command_socket(), self._events_socket()
-        for socket, endpoint in (
-            (self._command, self.endpoints.command),
-            (self._events, self.endpoints.events),
-        ):
-            deadline = time.monotonic() + 5.0
-            while True:
-                try:
-                    socket.bind(endpoint)
-                    break
-                except zmq.ZMQError:  # the old socket lets go of the port asynchronously
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.01)
-        self._poller.register(self._command, zmq.POLLIN)
+        channels = self._channels
+        self._poller.unregister(channels.events)
+        if command:
+            self._poller.unregister(channels.command)
+        channels.rebind(command=command)
+        self._poller.register(channels.events, zmq.POLLIN)
+        if command:
+            self._poller.register(channels.command, zmq.POLLIN)
+
+    def reload(self) -> EntitlementsReloaded:
+        """Read the entitlements again (SIGHUP, or the admin command). A key that lost anything
+        is refused from its next request on, and every subscriber subscribes again."""
+        narrowed = self.access.reload()
+        if narrowed:
+            self.rebind(command=False)
+        return EntitlementsReloaded(keys=self.access.keys, resubscribed=narrowed)
+
+    def request_reload(self) -> None:
+        """Ask the loop to ``reload()``. Safe from a signal handler or another thread."""
+        self._reload_wanted = True
+        self.stop_waiting()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask ``serve`` to return. Safe from a signal handler or another thread."""
         self._stopping = True
+        self.stop_waiting()
+
+    def stop_waiting(self) -> None:
         with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
             os.write(self._wake_w, b"x")
 
     def close(self) -> None:
-        for socket in (self._command, self._events, self._control):
-            socket.close()
-        self._context.term()
+        self._channels.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
         self.backend.close()
@@ -167,7 +164,8 @@ class Server:
     def serve(self) -> None:
         """Run the poll loop until ``stop()``; then answer what already arrived and return."""
         backend_fd = self.backend.fileno()
-        for source in (self._command, self._control, self._wake_r):
+        channels = self._channels
+        for source in (channels.command, channels.events, channels.control, self._wake_r):
             self._poller.register(source, zmq.POLLIN)
         if backend_fd is not None:
             self._poller.register(backend_fd, zmq.POLLIN)
@@ -180,16 +178,21 @@ class Server:
                 self._heartbeat()
                 next_heartbeat = now + self._heartbeat_interval
             ready = dict(self._poller.poll(self._poll_timeout_ms(next_heartbeat)))
-            if self._command in ready:
-                self._drain(self._command, self._serve_command)
-            if self._control in ready:
-                self._drain(self._control, self._serve_control)
+            if channels.command in ready:
+                self._drain(channels.command, self._serve_command)
+            if channels.events in ready:
+                channels.take_subscriptions()
+            if channels.control in ready:
+                self._drain(channels.control, self._serve_control)
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
+            if self._reload_wanted:
+                self._reload_wanted = False
+                self._reload_logged()
             self._release_due()
         deadline = time.monotonic() + _STOP_DRAIN
-        while time.monotonic() < deadline and self._command.poll(0):
-            self._drain(self._command, self._serve_command)
+        while time.monotonic() < deadline and channels.command.poll(0):
+            self._drain(channels.command, self._serve_command)
         self.backend.poll(time.monotonic())
         self.flush()
         if self.backend.events is not None:
@@ -212,13 +215,24 @@ class Server:
         wait = min(d for d in due if d is not None) - now
         return max(0, int(wait * 1000) + 1)
 
-    def _drain(self, socket: zmq.Socket[bytes], serve: Callable[[list[bytes]], None]) -> None:
+    def _reload_logged(self) -> None:
+        try:
+            reloaded = self.reload()
+        except EntitlementsError as error:
+            sys.stderr.write(f"server: entitlements not reloaded, the old stay: {error}\n")
+            return
+        sys.stderr.write(f"server: entitlements reloaded: {reloaded.keys} keys\n")
+
+    def _drain(
+        self, socket: zmq.Socket[bytes], serve: Callable[[list[bytes], str | None], None]
+    ) -> None:
         count = 0
         try:
             while count < _BATCH:
-                if not readable(socket):
+                message = self._channels.receive(socket)
+                if message is None:
                     return
-                serve(socket.recv_multipart(NOBLOCK))
+                serve(*message)
                 count += 1
                 if count % _FLUSH_EVERY == 0:
                     self.flush()
@@ -227,13 +241,14 @@ class Server:
 
     # --- command channel ----------------------------------------------------------------------
 
-    def _serve_command(self, frames: list[bytes]) -> None:
+    def _serve_command(self, frames: list[bytes], user: str | None) -> None:
         try:
-            self._serve_command_frames(frames)
+            self._serve_command_frames(frames, user)
         except Exception as error:  # one message must never take the server down
-            self._last_resort(self._command, frames, error)
+            self._last_resort(self._channels.command, frames, error)
 
-    def _serve_command_frames(self, frames: list[bytes]) -> None:
+    def _serve_command_frames(self, frames: list[bytes], user: str | None) -> None:
+        command = self._channels.command
         if len(frames) == 2:
             route, body = Route(frames[0], False), frames[1]
         elif len(frames) == 3 and frames[1] == b"":
@@ -243,22 +258,22 @@ class Server:
             req_peer = len(frames) > 2 and frames[1] == b""  # a REQ only reads delimited replies
             n = len(frames) - 1
             error = WireError(f"a request is one frame (after a REQ's empty delimiter), not {n}")
-            self._send(self._command, Route(frames[0], req_peer), self._protocol.refuse(error))
+            self._send(command, Route(frames[0], req_peer), self._protocol.refuse(error))
             return
-        effect = self._protocol.receive(route, body)
+        effect = self._protocol.receive(route, body, user)
         if type(effect) is Execute:
             try:
                 self.backend.execute(effect.key, effect.request, effect.frame)
             except Exception as error:  # answered, so that its resends are not left waiting
                 to, frame = self._protocol.answer(effect.key, _failed(effect.request, error))
                 if to is not None:
-                    self._send(self._command, to, frame)
+                    self._send(command, to, frame)
         elif type(effect) is Reply:
-            self._send(self._command, effect.route, effect.frame)
+            self._send(command, effect.route, effect.frame)
         elif type(effect) is ReplayWanted:
             self.flush()  # what it asks for is in the store first
             reply = self._protocol.replay_reply(effect.request_id, effect.request)
-            self._send(self._command, effect.route, reply)
+            self._send(command, effect.route, reply)
 
     def _last_resort(
         self, socket: zmq.Socket[bytes], frames: list[bytes], error: Exception
@@ -271,31 +286,11 @@ class Server:
         else:
             self._protocol.protocol_errors += 1
 
-    # --- control channel ----------------------------------------------------------------------
-
-    def _serve_control(self, frames: list[bytes]) -> None:
+    def _serve_control(self, frames: list[bytes], user: str | None) -> None:
         try:
-            self._serve_control_frames(frames)
+            self._control.serve(frames, user)
         except Exception as error:  # one message must never take the server down
-            self._last_resort(self._control, frames, error)
-
-    def _serve_control_frames(self, frames: list[bytes]) -> None:
-        if len(frames) != 2:
-            self._protocol.protocol_errors += 1
-            return
-        route = Route(frames[0], False)
-        try:
-            envelope = decode(frames[1], models=self.backend.control_models)
-        except WireError as error:
-            self._send(self._control, route, self._protocol.refuse(error))
-            return
-        try:
-            result = self.backend.control(envelope.body, frames[1])
-        except (TypeError, ArithmeticError, ValueError) as error:
-            result = Rejection(reason=ErrorReason.INVALID_REQUEST, message=str(error))
-        frame = encode(result, request_id=envelope.request_id, types=self._control_types)
-        self.flush()  # a command's effects are out before its answer
-        self._send(self._control, route, frame)
+            self._last_resort(self._channels.control, frames, error)
 
     # --- outputs ------------------------------------------------------------------------------
 
@@ -313,7 +308,7 @@ class Server:
         self._outbox.flush()
 
     def _publish(self, events: list[Event]) -> None:
-        socket = self._events
+        socket = self._channels.events
         for event in events:
             socket.send(event.topic, SNDMORE)
             socket.send(event.frame)
@@ -339,21 +334,11 @@ class Server:
                 return  # publishing is paused, heartbeats included
             self._publish(late)
             self.flush()  # anything the pause's end released or ran: before the numbers
-        topic, frame = self._protocol.heartbeat(self.backend.venue_time())
-        self._events.send_multipart([topic, frame])
-
-
-def _configure_router(router: zmq.Socket[bytes]) -> None:
-    # An unroutable reply raises instead of vanishing; the reply stays kept for a retry.
-    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    # Oversized garbage disconnects the peer before it costs memory; up to this size we read the
-    # frame and answer it with a typed error.
-    router.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_FRAME_BYTES)
-    router.setsockopt(zmq.RCVHWM, 100_000)
-    router.setsockopt(zmq.SNDHWM, 100_000)
-    # No ZMTP heartbeats (HEARTBEAT_IVL): with them, libzmq 4.3.5 can abort the whole process
-    # (assertion in stream_engine_base.cpp) when peers vanish mid-burst. Liveness is the
-    # server's own heartbeat on the event channel.
+        socket = self._channels.events
+        beats = self._protocol.heartbeats(self.backend.venue_time(), self._channels.subscribed)
+        for topic, frame in beats:
+            socket.send(topic, SNDMORE)
+            socket.send(frame)
 
 
 def _failed(request: Request | Sync, error: Exception) -> Rejection:

@@ -13,9 +13,8 @@ from typing import Any
 
 import zmq
 
-from bus.client_protocol import (
+from bus.client_events import (
     ClientEvent,
-    ClientProtocol,
     FramesToSend,
     PortEventRaised,
     PortEventRelayed,
@@ -26,7 +25,9 @@ from bus.client_protocol import (
     StartFailed,
     StreamStarted,
 )
+from bus.client_protocol import ClientProtocol
 from bus.codec import WireError
+from bus.curve import ClientKeys, HandshakeWatch, resolve
 from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart, try_send
 from ports.core import DEFAULT_ACK_TIMEOUT, PortCore, Waiter
 from ports.enums import ErrorReason, Outcome
@@ -52,8 +53,10 @@ class ZmqTransport(PortCore):
         liveness: int = 6,
         retry_throttled: bool = True,
         client_id: str | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         super().__init__(strategy_id, ack_timeout=ack_timeout)
+        self.keys = resolve(keys)
         self.command_endpoint = command
         self.events_endpoint = events
         self.connect_timeout = connect_timeout
@@ -68,6 +71,7 @@ class ZmqTransport(PortCore):
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
         self._dealer: zmq.Socket[bytes] | None = None
         self._sub: zmq.Socket[bytes] | None = None
+        self._watch: HandshakeWatch | None = None
         self._opening: Waiter[None] | None = None
 
     @property
@@ -88,6 +92,10 @@ class ZmqTransport(PortCore):
         sub = self._sub = self._context.socket(zmq.SUB)
         configure_dealer(dealer)
         configure_sub(sub, self._protocol.topics)
+        if self.keys is not None:
+            self.keys.apply(dealer)
+            self.keys.apply(sub)
+        self._watch = HandshakeWatch(dealer, secure=self.keys is not None)
         try:
             dealer.connect(self.command_endpoint)
             sub.connect(self.events_endpoint)
@@ -100,6 +108,9 @@ class ZmqTransport(PortCore):
         return dealer, sub
 
     def _close_sockets(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None
@@ -117,8 +128,10 @@ class ZmqTransport(PortCore):
         frame = self._protocol.send(request_id, request, now, now + timeout)
         if not self._try_send(frame):
             self._protocol.forget(request_id)
+            refused = None if self._watch is None else self._watch.poll()
+            why = "" if refused is None else f" ({refused})"
             raise ConnectivityError(
-                f"venue at {self.command_endpoint} is not connected; nothing was sent",
+                f"venue at {self.command_endpoint} is not connected{why}; nothing was sent",
                 outcome=Outcome.DEFINITE,
             )
 
@@ -167,7 +180,18 @@ class ZmqTransport(PortCore):
         return due if next_query is None else min(due, next_query)
 
     def _housekeeping(self, now: float) -> None:
-        """The port's own work: liveness, resends, expiries, re-syncs, replays, status queries."""
+        """The port's own work: liveness, resends, expiries, re-syncs, replays, status queries;
+        an open() the server refused fails at once, naming why."""
+        opening = self._opening
+        if opening is not None and not opening.done() and self._watch is not None:
+            refused = self._watch.poll()
+            if refused is not None:
+                self._opened_stream(
+                    ConnectivityError(
+                        f"cannot connect to {self.command_endpoint}: {refused}",
+                        outcome=Outcome.DEFINITE,
+                    )
+                )
         self._act(self._protocol.poll(now), now)
         self._ask_due(now)
 
@@ -195,7 +219,14 @@ class ZmqTransport(PortCore):
             elif isinstance(event, StreamStarted):
                 self._opened_stream(None)
             elif isinstance(event, StartFailed):
-                if event.unreadable is None:
+                if event.refused is not None:
+                    error = ConnectivityError(
+                        f"the venue at {self.command_endpoint} refused the sync: "
+                        f"{event.refused.message}",
+                        reason=event.refused.reason,
+                        outcome=Outcome.DEFINITE,
+                    )
+                elif event.unreadable is None:
                     error = ConnectivityError(
                         f"no venue answered at {self.command_endpoint} within {event.timeout} s",
                         outcome=Outcome.DEFINITE,

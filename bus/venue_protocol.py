@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
 
+from bus.access import Access
 from bus.codec import (
     HEARTBEAT_TOPIC,
     MAX_REPLAY,
@@ -119,6 +120,7 @@ class VenueProtocol:
     ``recall``: given the token a backend passed with an answer, the result again (a backend
     that holds the result itself, such as the engine for an accepted submit, spares the store a
     copy of the frame). ``reply_cache_size``: answers kept for retries, oldest dropped first.
+    ``access``: who may send what (default: development mode, everyone may do everything).
     """
 
     def __init__(
@@ -128,8 +130,10 @@ class VenueProtocol:
         instance: str,
         recall: Callable[[Hashable], BaseModel | None] | None = None,
         reply_cache_size: int = 200_000,
+        access: Access | None = None,
     ) -> None:
         self.session = session
+        self.access = access if access is not None else Access()
         self.instance = instance
         self._recall = recall
         self._reply_cache_size = reply_cache_size
@@ -152,9 +156,10 @@ class VenueProtocol:
 
     # --- requests ------------------------------------------------------------------------------
 
-    def receive(self, route: Route, frame: bytes) -> Received:
-        """Take one request frame. None: it is a retry of a request still being worked on (its
-        one answer goes to ``route``, the latest connection of that client)."""
+    def receive(self, route: Route, frame: bytes, user: str | None = None) -> Received:
+        """Take one request frame from the peer authenticated as ``user`` (its key; None in
+        development mode). None: it is a retry of a request still being worked on (its one
+        answer goes to ``route``, the latest connection of that client)."""
         self.requests += 1
         try:
             envelope = decode(frame)
@@ -162,7 +167,20 @@ class VenueProtocol:
             return Reply(route, self.refuse(error))
         if envelope.request_id is None:
             return Reply(route, self.refuse(WireError("a request needs an 'id'")))
+        access = self.access
+        who = access.principal(user)
+        refusal = access.refusal(who, envelope.body)
+        if refusal is not None:  # before anything else: not even the reply store is looked at
+            access.refused += 1
+            rejection = Rejection(
+                reason=ErrorReason.NOT_AUTHORIZED,
+                message=refusal,
+                client_order_id=getattr(envelope.body, "client_order_id", None),
+            )
+            return Reply(route, encode(rejection, request_id=envelope.request_id))
         client = envelope.client_id or "peer:" + route.identity.hex()
+        if access.secure and who is not None:
+            client = f"{who.name}/{client}"  # no peer can use another's retry window
         key = (client, envelope.request_id)
         stored = self._replies.get(key)
         if stored is not None:  # a retry: the stored answer; the work is not done again
@@ -176,8 +194,8 @@ class VenueProtocol:
             return Execute(key, request, frame)
         if isinstance(request, Replay):
             return ReplayWanted(route, key[1], request)
-        refusal = WireError(f"{envelope.type} is not a request", request_id=envelope.request_id)
-        return Reply(route, self.refuse(refusal))
+        not_request = WireError(f"{envelope.type} is not a request", request_id=envelope.request_id)
+        return Reply(route, self.refuse(not_request))
 
     def begin(self, key: RequestKey, request: BaseModel, route: Route | None) -> None:
         """``key`` is being worked on (``receive`` calls this; so does a journal recovery,
@@ -258,16 +276,27 @@ class VenueProtocol:
         reply = ReplayReply(strategy_id=request.strategy_id, events=events)
         return encode(reply, request_id=request_id)
 
-    def heartbeat(self, venue_time: datetime) -> tuple[bytes, bytes]:
-        """The heartbeat's topic and frame: the latest number of every stream."""
+    def heartbeats(
+        self, venue_time: datetime, strategies: Iterable[str] = ()
+    ) -> list[tuple[bytes, bytes]]:
+        """Topics and frames of one round of heartbeats: the all-events stream's latest number
+        (for monitors), then each of ``strategies`` on its own topic with its own stream's
+        latest number only (a strategy learns nothing of the others' streams)."""
+        beats = [(HEARTBEAT_TOPIC, self._heartbeat(venue_time, {}))]
+        for strategy_id in strategies:
+            seqs = {strategy_id: self.stream_seq(strategy_id)}
+            beats.append((strategy_topic(strategy_id), self._heartbeat(venue_time, seqs)))
+        return beats
+
+    def _heartbeat(self, venue_time: datetime, seqs: dict[str, int]) -> bytes:
         beat = Heartbeat(
             session=self.session,
             instance=self.instance,
             venue_seq=self.venue_seq,
-            seqs={s: len(index) for s, index in self._stream_index.items()},
+            seqs=seqs,
             venue_time=venue_time,
         )
-        return HEARTBEAT_TOPIC, encode(beat)
+        return encode(beat)
 
     # --- events --------------------------------------------------------------------------------
 

@@ -12,17 +12,17 @@ import os
 import random
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from bus.access import Access
 from bus.backend import Answer, GetStatus, Host, Output, Report
 from bus.codec import Sync, decode, encode
+from bus.curve import ServerKey
 from bus.server import Endpoints, Server
 from bus.venue_protocol import RequestKey
 from mock_venue.clock import Clock, ManualClock, PinnedClock, WallClock
@@ -39,7 +39,6 @@ from mock_venue.control import (
     InjectFault,
     ListFaults,
     Restate,
-    StrategyStatus,
     VenueStatus,
 )
 from mock_venue.engine import Output as EngineOutput
@@ -47,6 +46,7 @@ from mock_venue.engine import Publish, Respond, VenueEngine
 from mock_venue.faults import ActiveFault, Crash, Disconnect, Fault
 from mock_venue.journal import FsyncPolicy, Journal, JournalError, Recovered
 from mock_venue.journal import read as journal_read
+from mock_venue.status import venue_status
 from mock_venue.transport_faults import TRANSPORT_FAULTS, TransportFaults
 from ports.models import Acknowledgement, Request, SubmitOrder
 
@@ -336,7 +336,7 @@ class EngineBackend:
     def status(self) -> VenueStatus:
         """What the venue holds now."""
         assert self._host is not None
-        return _status(self, self._host, self._journal)
+        return venue_status(self, self._host, self._journal)
 
 
 def venue_server(
@@ -345,53 +345,21 @@ def venue_server(
     *,
     heartbeat_interval: float = 0.5,
     reply_cache_size: int = 200_000,
+    access: Access | None = None,
+    key: ServerKey | None = None,
+    insecure: bool = False,
     **backend: Any,
 ) -> Server:
-    """A bus server hosting the mock venue (``backend``: ``EngineBackend``'s options)."""
+    """A bus server hosting the mock venue (``backend``: ``EngineBackend``'s options; the
+    others: ``bus.server.Server``'s)."""
     return Server(
         EngineBackend(config, **backend),
         endpoints,
         heartbeat_interval=heartbeat_interval,
         reply_cache_size=reply_cache_size,
-    )
-
-
-def _status(backend: EngineBackend, host: Host, journal: Journal | None) -> VenueStatus:
-    protocol = host.protocol
-    engine = backend.engine
-    orders = list(engine.orders())
-    count: Counter[str] = Counter(o.strategy_id for o in orders)
-    working: Counter[str] = Counter(o.strategy_id for o in orders if o.status.is_open)
-    filled: dict[str, Decimal] = {}
-    for order in orders:
-        filled[order.strategy_id] = filled.get(order.strategy_id, Decimal(0)) + order.cum_qty
-    return VenueStatus(
-        venue_id=engine.config.venue_id,
-        session=protocol.session,
-        instance=protocol.instance,
-        clock=type(backend.clock).__name__,
-        venue_time=backend.clock.now().isoformat(),
-        venue_seq=engine.venue_seq,
-        orders=len(orders),
-        open_orders=sum(1 for o in orders if o.status.is_open),
-        clients=len(protocol.clients),
-        requests=protocol.requests,
-        protocol_errors=protocol.protocol_errors,
-        unroutable_replies=host.unroutable_replies,
-        journal=None if journal is None else str(journal.path),
-        journal_records=0 if journal is None else journal.records,
-        recovered_records=backend.recovered_records,
-        strategies=tuple(
-            StrategyStatus(
-                strategy_id=s,
-                seq=engine.stream_seq(s),
-                orders=count[s],
-                open_orders=working[s],
-                filled_qty=filled[s],
-            )
-            for s in sorted(count)
-        ),
-        faults=tuple(engine.faults.active()),
+        access=access,
+        key=key,
+        insecure=insecure,
     )
 
 

@@ -12,6 +12,7 @@ import click
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from bus.keys_cli import client_key_options, server_security, server_security_options
 from bus.serve import serve_until_signalled
 from bus.server import Endpoints
 from mock_venue.backend import EngineBackend, venue_server
@@ -145,6 +146,7 @@ def main() -> None:
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="Scenario file (YAML): faults in force from the start (not on a recovery).",
 )
+@server_security_options
 def serve(
     command_endpoint: str,
     events_endpoint: str,
@@ -157,9 +159,14 @@ def serve(
     journal: Path | None,
     fsync: str,
     scenario: Path | None,
+    server_key: Path | None,
+    entitlements: Path | None,
+    insecure: bool,
 ) -> None:
-    """Run the venue until SIGINT or SIGTERM. Prints one JSON ready line with its endpoints."""
+    """Run the venue until SIGINT or SIGTERM. Prints one JSON ready line with its endpoints.
+    SIGHUP reloads --entitlements."""
     config = load_config(config_path, instruments)
+    security = server_security(server_key, entitlements, insecure)
     try:
         faults = load_scenario(scenario).faults if scenario is not None else ()
     except ValueError as exc:
@@ -174,6 +181,7 @@ def serve(
             journal=journal,
             fsync=FsyncPolicy(fsync),
             scenario=faults,
+            **security,
         )
     except (JournalError, OSError) as exc:
         raise click.ClickException(f"cannot use the journal: {exc}") from None
@@ -197,19 +205,12 @@ def serve(
 
 @main.command()
 @click.option("--control", "control_endpoint", default=DEFAULT_CONTROL, show_default=True)
+@client_key_options
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the venue.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
 def status(control_endpoint: str, timeout: float, as_json: bool) -> None:
     """Show what a running venue holds: orders, clients, sequence numbers, faults."""
-
-    async def fetch() -> Any:
-        async with ControlClient(control_endpoint, timeout=timeout) as control:
-            return await control.status()
-
-    try:
-        result = asyncio.run(fetch())
-    except TimeoutError:
-        raise click.ClickException(f"no venue answered at {control_endpoint}") from None
+    result = _control(control_endpoint, timeout, lambda control: control.status())
     if as_json:
         click.echo(result.model_dump_json(indent=2))
         return
@@ -221,6 +222,11 @@ def status(control_endpoint: str, timeout: float, as_json: bool) -> None:
         f"orders {result.orders}  open {result.open_orders}  clients {result.clients}  "
         f"requests {result.requests}  protocol errors {result.protocol_errors}  "
         f"unroutable replies {result.unroutable_replies}"
+    )
+    sec = result.security
+    click.echo(
+        f"security {sec.mode}  keys {sec.keys}  refused {sec.refused}  "
+        f"handshakes denied {sec.handshakes_denied}"
     )
     for s in result.strategies:
         click.echo(
@@ -281,6 +287,7 @@ def _show_faults(faults: Iterable[ActiveFault]) -> None:
 @click.option("--file", "scenario", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="Inject every fault of a scenario file instead.")  # fmt: skip
 @click.option("--control", "control_endpoint", default=DEFAULT_CONTROL, show_default=True)
+@client_key_options
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the venue.")
 def inject(
     kind: str | None,
@@ -321,6 +328,7 @@ def inject(
 @click.option("--clear", "clear", is_flag=True, help="Clear faults (all, or --id).")
 @click.option("--id", "fault_id", type=int, help="The fault to clear.")
 @click.option("--control", "control_endpoint", default=DEFAULT_CONTROL, show_default=True)
+@client_key_options
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for the venue.")
 def faults(clear: bool, fault_id: int | None, control_endpoint: str, timeout: float) -> None:
     """List the faults in force on a running venue (with how often each fired), or clear them."""

@@ -12,7 +12,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bus.backend import GetStatus
+from bus.backend import SERVER_CONTROL_MODELS, GetStatus, SecurityStatus
 from bus.codec import MODELS
 from mock_venue.faults import MAX_SECONDS, ActiveFault, Fault
 from ports.models import Identifier, Price, Quantity, Rejection
@@ -103,6 +103,7 @@ class VenueStatus(_Control):
     requests: int
     protocol_errors: int
     unroutable_replies: int = 0  # answers to peers gone meanwhile (kept for their retry)
+    security: SecurityStatus
     journal: str | None = None
     journal_records: int = 0  # written by this run
     recovered_records: int = 0  # replayed from the journal at start
@@ -127,6 +128,7 @@ CONTROL_MODELS: Final[Mapping[str, type[BaseModel]]] = {
     "venue_status": VenueStatus,
     "done": Done,
     "error": Rejection,
+    **SERVER_CONTROL_MODELS,
 }
 CONTROL_TYPES: Final[Mapping[type[BaseModel], str]] = {m: n for n, m in CONTROL_MODELS.items()}
 assert not (set(CONTROL_MODELS) - {"error"}) & set(MODELS), (

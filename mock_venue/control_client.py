@@ -14,8 +14,9 @@ import zmq
 import zmq.asyncio
 from pydantic import BaseModel
 
-from bus.backend import GetStatus
+from bus.backend import EntitlementsReloaded, GetStatus, ReloadEntitlements
 from bus.codec import WireError, decode, encode
+from bus.curve import ClientKeys, HandshakeWatch, resolve
 from mock_venue.control import (
     CONTROL_MODELS,
     CONTROL_TYPES,
@@ -45,12 +46,18 @@ class ControlClient:
     then ``TimeoutError``); a command the venue refuses raises ``VenueControlError``.
     """
 
-    def __init__(self, endpoint: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: str, *, timeout: float = 10.0, keys: ClientKeys | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self._context = zmq.asyncio.Context()
         self._socket = self._context.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        keys = resolve(keys)
+        if keys is not None:
+            keys.apply(self._socket)
+        self._watch = HandshakeWatch(self._socket, secure=keys is not None)
         self._socket.connect(endpoint)
         self._ids = itertools.count(1)
 
@@ -59,6 +66,9 @@ class ControlClient:
         await self._socket.send(encode(command, request_id=request_id, types=CONTROL_TYPES))
         while True:
             if not await self._socket.poll(int(self.timeout * 1000)):
+                refused = self._watch.poll()
+                if refused is not None:
+                    raise VenueControlError(f"cannot connect to {self.endpoint}: {refused}")
                 raise TimeoutError(f"venue control at {self.endpoint} did not answer")
             try:
                 envelope = decode(await self._socket.recv(), models=CONTROL_MODELS, max_bytes=None)
@@ -74,6 +84,10 @@ class ControlClient:
 
     async def advance(self, seconds: float) -> None:
         await self._call(Advance(seconds=seconds), Done)
+
+    async def reload_entitlements(self) -> EntitlementsReloaded:
+        """Make the server read its entitlements file again (admins only)."""
+        return await self._call(ReloadEntitlements(), EntitlementsReloaded)
 
     async def fill(
         self,
@@ -119,6 +133,7 @@ class ControlClient:
         return await self._call(GetStatus(), VenueStatus)
 
     def close(self) -> None:
+        self._watch.close()
         self._socket.close(linger=0)
         self._context.term()
 
@@ -137,13 +152,15 @@ class ControlClient:
 class BlockingControlClient:
     """``ControlClient`` for code that is not asyncio: it runs on a private event loop."""
 
-    def __init__(self, endpoint: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: str, *, timeout: float = 10.0, keys: ClientKeys | None = None
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
 
         async def make() -> ControlClient:  # zmq.asyncio sockets belong to their loop
-            return ControlClient(endpoint, timeout=timeout)
+            return ControlClient(endpoint, timeout=timeout, keys=keys)
 
         self._client = self._run(make())
 
@@ -153,6 +170,10 @@ class BlockingControlClient:
     def advance(self, seconds: float) -> None:
         """Move a manual-clock venue's time forward."""
         self._run(self._client.advance(seconds))
+
+    def reload_entitlements(self) -> EntitlementsReloaded:
+        """Make the server read its entitlements file again (admins only)."""
+        return self._run(self._client.reload_entitlements())
 
     def fill(
         self,

@@ -91,6 +91,7 @@ class ErrorReason(StrEnum):
     ACK_TIMEOUT = "ack_timeout"
     PROTOCOL_ERROR = "protocol_error"
     PORT_CLOSED = "port_closed"
+    NOT_AUTHORIZED = "not_authorized"
 
 
 class CancelReason(StrEnum):

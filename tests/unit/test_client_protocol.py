@@ -16,12 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from bus.client_protocol import (
-    REPLAY_RETRY,
-    SYNC_RETRY,
-    UNSENT_RETRY,
+from bus.client_events import (
     ClientEvent,
-    ClientProtocol,
     FramesToSend,
     PortEventRaised,
     PortEventRelayed,
@@ -32,6 +28,7 @@ from bus.client_protocol import (
     StartFailed,
     StreamStarted,
 )
+from bus.client_protocol import REPLAY_RETRY, SYNC_RETRY, UNSENT_RETRY, ClientProtocol
 from bus.codec import (
     HEARTBEAT_TOPIC,
     MAX_REPLAY,
@@ -566,6 +563,15 @@ def test_a_refused_sync_is_not_delivered_and_the_sync_goes_on() -> None:
     refusal = Rejection(reason=ErrorReason.PROTOCOL_ERROR, message="no")
     assert protocol.receive_reply(encode(refusal, request_id=sync_id), now=0.1) == []
     assert syncs(protocol.poll(now=SYNC_RETRY)) == [sync_id]
+
+
+def test_a_sync_refused_as_not_authorized_fails_the_start_at_once() -> None:
+    protocol = ClientProtocol("s1")
+    (sync_id,) = syncs(protocol.start(now=0.0, timeout=5.0))
+    refusal = Rejection(reason=ErrorReason.NOT_AUTHORIZED, message="bob is not authorized")
+    events = protocol.receive_reply(encode(refusal, request_id=sync_id), now=0.1)
+    assert events == [StartFailed(5.0, refused=refusal)]
+    assert syncs(protocol.poll(now=SYNC_RETRY)) == []  # not asked again
 
 
 def test_the_protocols_own_requests_are_numbered_with_the_ports_ids() -> None:

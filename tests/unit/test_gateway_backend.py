@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from bus.backend import Answer, GetStatus, Output, Report
+from bus.backend import Answer, GetStatus, Output, Report, SecurityStatus
 from bus.codec import Sync
 from bus.gateway import GatewayStatus, PortBackend, load_factory
 from bus.venue_protocol import VenueProtocol
@@ -42,6 +42,7 @@ class Recorder:
     def __init__(self) -> None:
         self.protocol = VenueProtocol(session="s", instance="i")
         self.unroutable_replies = 0
+        self.security = SecurityStatus(mode="plaintext, loopback only")
         self.outputs: list[Output] = []
 
     def deliver(

@@ -15,9 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from bus.client_protocol import (
+from bus.client_events import (
     ClientEvent,
-    ClientProtocol,
     FramesToSend,
     PortEventRaised,
     ReplyReceived,
@@ -25,6 +24,7 @@ from bus.client_protocol import (
     RequestExpired,
     StreamStarted,
 )
+from bus.client_protocol import ClientProtocol
 from bus.codec import ReplayReply, Sync, decode, strategy_topic
 from bus.venue_protocol import Execute, ReplayWanted, Reply, RequestKey, Route, VenueProtocol
 from mock_venue.clock import ManualClock
@@ -115,7 +115,8 @@ class Venue:
         return replies, events
 
     def heartbeat(self) -> tuple[bytes, bytes]:
-        return self.protocol.heartbeat(AT)
+        """The client's strategy's heartbeat (on its own topic)."""
+        return self.protocol.heartbeats(AT, ["s1"])[1]
 
 
 Drop = Callable[[bytes], bool]

@@ -258,16 +258,24 @@ def test_a_sync_goes_to_the_backend_for_the_open_orders_and_carries_the_protocol
     assert isinstance(venue.receive(PEER, request(Sync(strategy_id="s1"), 1)), Execute)
 
 
-def test_a_heartbeat_carries_every_streams_latest_number_and_the_venue_time() -> None:
+def test_heartbeats_tell_each_strategy_its_own_streams_number_only() -> None:
     venue = protocol()
     for report in engine_reports("s1", 2) + engine_reports("s2", 1):
         venue.publish(report)
     at = datetime(2026, 1, 5, 9, tzinfo=UTC)
-    topic, frame = venue.heartbeat(at)
-    assert topic == HEARTBEAT_TOPIC
-    assert decode(frame, max_bytes=None).body == Heartbeat(
-        session="sess", instance="inst", venue_seq=3, seqs={"s1": 2, "s2": 1}, venue_time=at
-    )
+    beats = venue.heartbeats(at, ["s1", "s3"])
+    assert [topic for topic, _ in beats] == [
+        HEARTBEAT_TOPIC,
+        strategy_topic("s1"),
+        strategy_topic("s3"),
+    ]
+    bodies = [decode(frame, max_bytes=None).body for _, frame in beats]
+
+    def beat(seqs: dict[str, int]) -> Heartbeat:
+        return Heartbeat(session="sess", instance="inst", venue_seq=3, seqs=seqs, venue_time=at)
+
+    # For monitors the all-events stream's number; each strategy its own stream's.
+    assert bodies == [beat({}), beat({"s1": 2}), beat({"s3": 0})]
 
 
 def test_a_notice_goes_on_the_strategys_topic_unnumbered() -> None:

@@ -34,7 +34,7 @@ def _published_with_faults(requests_per_flush: int) -> list[tuple[str, str]]:
     try:
         for n in range(48):
             order = limit(f"o{n}", "IMM", 10, "100.00")
-            venue._serve_command([b"peer", encode(order, request_id=n, client_id="c")])
+            venue._serve_command([b"peer", encode(order, request_id=n, client_id="c")], None)
             if (n + 1) % requests_per_flush == 0:
                 venue.flush()
         venue.flush()
@@ -65,7 +65,7 @@ def test_a_request_the_backend_raises_on_is_answered_with_its_id_and_so_are_its_
     frame = encode(limit("o1"), request_id=5, client_id="c")
     try:
         for _ in range(2):  # the request, then its resend (answered from the store)
-            venue._serve_command([b"peer", frame])
+            venue._serve_command([b"peer", frame], None)
     finally:
         venue.close()
     replies = [decode(f, max_bytes=None) for f in sent]

@@ -1,0 +1,158 @@
+"""Keys on the command line: ``orderbus keys new``, and the key options of servers and clients."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import zmq.auth
+from pydantic import BaseModel
+
+from bus.access import Access, EntitlementsError, Role
+from bus.backend import SERVER_CONTROL_MODELS, ReloadEntitlements
+from bus.codec import WireError, decode, encode
+from bus.curve import (
+    CLIENT_KEY_ENV,
+    SERVER_KEY_ENV,
+    ClientKeys,
+    HandshakeWatch,
+    KeyFileError,
+    ServerKey,
+    read_key,
+)
+from bus.keyring import entitle, new_key_pair
+from ports.models import Rejection
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def server_security_options(command: _F) -> _F:
+    """``--server-key``, ``--entitlements`` and ``--insecure``: give their values to
+    ``server_security``."""
+    command = click.option(
+        "--insecure", is_flag=True,
+        help="Without a key, bind non-loopback addresses anyway (plaintext: any peer can act "
+             "as any strategy).",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--entitlements", type=click.Path(path_type=Path, dir_okay=False),
+        envvar="ORDERBUS_ENTITLEMENTS",
+        help="YAML file: which client keys may connect, their names, roles and strategies "
+             "(docs/security.md). Reloaded on SIGHUP.",
+    )(command)  # fmt: skip
+    return click.option(
+        "--server-key", type=click.Path(path_type=Path, dir_okay=False),
+        envvar="ORDERBUS_SERVER_SECRET_KEY",
+        help="This server's secret key (NAME.key_secret): CURVE on every channel.",
+    )(command)  # fmt: skip
+
+
+def server_security(
+    server_key: Path | None, entitlements: Path | None, insecure: bool
+) -> dict[str, Any]:
+    """The keyword arguments of ``bus.server.Server`` the options stand for."""
+    if (server_key is None) != (entitlements is None):
+        raise click.UsageError("--server-key and --entitlements go together")
+    if server_key is None:
+        return {"insecure": insecure}
+    try:
+        return {"key": ServerKey.load(server_key), "access": Access(entitlements)}
+    except (KeyFileError, EntitlementsError) as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _export(env: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def callback(_: click.Context, __: click.Parameter, value: str | None) -> None:
+        if not value:
+            return
+        try:
+            read_key(value, secret=env == CLIENT_KEY_ENV)
+        except KeyFileError as exc:
+            raise click.BadParameter(str(exc)) from None
+        os.environ[env] = value  # the ports, monitors and control clients read it
+
+    return callback
+
+
+def client_key_options(command: _F) -> _F:
+    """``--server-public-key`` and ``--client-key`` (or their environment variables): CURVE for
+    every port and client the command makes."""
+    command = click.option(
+        "--client-key", expose_value=False, callback=_export(CLIENT_KEY_ENV),
+        help=f"This client's secret key (NAME.key_secret). Env: {CLIENT_KEY_ENV}.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--server-public-key", expose_value=False, callback=_export(SERVER_KEY_ENV),
+        help=f"The server's public key (NAME.key). Env: {SERVER_KEY_ENV}.",
+    )(command)  # fmt: skip
+    return command
+
+
+@click.group()
+def keys() -> None:
+    """CURVE key pairs and entitlements (docs/security.md)."""
+
+
+@keys.command("new")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path, file_okay=False),
+              required=True, help="Where NAME.key (public) and NAME.key_secret go.")  # fmt: skip
+@click.option("--entitlements", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also list the key in this entitlements file (created if missing).")  # fmt: skip
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.STRATEGY.value,
+              show_default=True, help="Its role in --entitlements.")  # fmt: skip
+@click.option("--strategy", "strategies", multiple=True,
+              help="A strategy id (or pattern: 'mm-*') it acts for.")  # fmt: skip
+@click.option("--keep", is_flag=True, help="Keep a key pair that exists already.")
+def new(
+    name: str,
+    directory: Path,
+    entitlements: Path | None,
+    role: str,
+    strategies: tuple[str, ...],
+    keep: bool,
+) -> None:
+    """Write a key pair NAME.key / NAME.key_secret (zmq.auth.create_certificates format)."""
+    try:
+        secret = new_key_pair(directory, name, keep=keep)
+    except FileExistsError as exc:
+        raise click.ClickException(f"{exc} (--keep)") from None
+    if entitlements is not None:
+        entitle(entitlements, name, directory / f"{name}.key", Role(role), strategies)
+    click.echo(str(secret))
+
+
+@keys.command("reload")
+@click.option("--control", "endpoint", required=True, envvar="ORDERBUS_CONTROL",
+              help="The server's control endpoint.")  # fmt: skip
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait.")
+@client_key_options
+def reload(endpoint: str, timeout: float) -> None:
+    """Make a venue or gateway read its entitlements file again (admin key), as SIGHUP does."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        socket = context.socket(zmq.DEALER)
+        keys = ClientKeys.from_env()
+        if keys is not None:
+            keys.apply(socket)
+        watch = HandshakeWatch(socket, secure=keys is not None)
+        socket.connect(endpoint)
+        socket.send(encode(ReloadEntitlements(), request_id=1, types=_TYPES))
+        if not socket.poll(int(timeout * 1000)):
+            refused = watch.poll()
+            raise click.ClickException(f"cannot reach {endpoint}: {refused or 'no answer'}")
+        body = decode(socket.recv(), models={**SERVER_CONTROL_MODELS, "error": Rejection}).body
+        watch.close()
+    except WireError as exc:
+        raise click.ClickException(f"unreadable answer: {exc}") from None
+    finally:
+        context.destroy(linger=0)
+    if isinstance(body, Rejection):
+        raise click.ClickException(body.message)
+    click.echo(body.model_dump_json() if isinstance(body, BaseModel) else str(body))
+
+
+_TYPES = {m: n for n, m in SERVER_CONTROL_MODELS.items()}

@@ -100,6 +100,16 @@ _WRITES = (SubmitOrder, AmendOrder, CancelOrder, CancelAllOrders)
 _READS = (QueryOrder, ListOpenOrders, Sync, Replay)
 
 
+def is_z85_key(value: str) -> bool:
+    """A 32-byte key in z85 text (40 characters; '/' and '.' among them)."""
+    if len(value) != 40:
+        return False
+    try:
+        return len(z85.decode(value)) == 32
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
 def load_entitlements(path: Path) -> dict[str, Principal]:
     """The file's clients by z85 public key. Raises ``EntitlementsError`` naming the problem."""
     try:
@@ -119,12 +129,8 @@ def load_entitlements(path: Path) -> dict[str, Principal]:
 
 
 def _public_key(value: str, base: Path) -> str:
-    if len(value) == 40 and "/" not in value and not value.endswith(".key"):
-        try:
-            if len(z85.decode(value)) == 32:
-                return value
-        except (ValueError, KeyError):
-            pass
+    if is_z85_key(value) and not (base / value).exists():
+        return value
     file = Path(value) if Path(value).is_absolute() else base / value
     try:
         public, _ = zmq.auth.load_certificate(file)

@@ -20,7 +20,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
-from bus.access import Access
+from bus.access import Access, is_z85_key
 
 SERVER_KEY_ENV = "ORDERBUS_SERVER_KEY"
 CLIENT_KEY_ENV = "ORDERBUS_CLIENT_KEY"
@@ -34,7 +34,7 @@ def read_key(value: str | os.PathLike[str], *, secret: bool) -> tuple[bytes, byt
     """A certificate file's public key, and its secret key if ``secret`` (required then); a
     public key may be given as z85 text."""
     text = os.fspath(value)
-    if not secret and len(text) == 40 and os.sep not in text and not Path(text).exists():
+    if not secret and is_z85_key(text) and not Path(text).exists():
         return text.encode(), None  # a z85 public key given as text
     try:
         public, secret_key = zmq.auth.load_certificate(text)

@@ -34,6 +34,7 @@ from bus.backend import (
 )
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import Sync
+from bus.curve import ClientKeys
 from bus.venue_protocol import RequestKey
 from ports.enums import Outcome
 from ports.errors import PortError
@@ -114,8 +115,13 @@ def load_factory(spec: str) -> PortFactory:
 def zmq_ports(strategy_id: str, config: Mapping[str, Any]) -> OrderExecutionPort:
     """A factory for a gateway in front of another bus server (a venue process, a gateway):
     ``config`` holds ``command`` and ``events`` endpoints and ``ZmqOrderExecutionPort``'s
-    other options (``ack_timeout``, ``heartbeat_interval``, ``retry_throttled``, ...)."""
+    other options (``ack_timeout``, ``heartbeat_interval``, ``retry_throttled``, ...);
+    ``server_key`` and ``client_key`` (certificate files) connect with CURVE (else the
+    environment's keys, if any)."""
     options = dict(config)
+    server_key, client_key = options.pop("server_key", None), options.pop("client_key", None)
+    if server_key is not None or client_key is not None:
+        options["keys"] = ClientKeys.load(server_key, client_key)
     return ZmqOrderExecutionPort(
         strategy_id, command=options.pop("command"), events=options.pop("events"), **options
     )

@@ -194,11 +194,13 @@ class GatewayProcess(ServerProcess):
         transport: str = "tcp",
         heartbeat: float = 0.5,
         start_timeout: float = 30.0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         super().__init__(transport=transport, start_timeout=start_timeout)
         self.port_factory = port_factory
         self.config = config
         self.heartbeat = heartbeat
+        self.extra_args = extra_args
 
     def _command(self, wanted: Endpoints) -> list[str]:
         command = [
@@ -208,6 +210,7 @@ class GatewayProcess(ServerProcess):
             "--events", wanted.events,
             "--control", wanted.control,
             "--heartbeat", str(self.heartbeat),
+            *self.extra_args,
         ]  # fmt: skip
         if self.config is not None:
             assert self._tmp is not None

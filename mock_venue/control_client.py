@@ -8,7 +8,7 @@ import threading
 from collections.abc import Coroutine
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 import zmq
 import zmq.asyncio
@@ -63,13 +63,14 @@ class ControlClient:
 
     async def _call(self, command: BaseModel, expected: type[_M]) -> _M:
         request_id = next(self._ids)
-        await self._socket.send(encode(command, request_id=request_id, types=CONTROL_TYPES))
+        frame = encode(command, request_id=request_id, types=CONTROL_TYPES)
+        try:  # a DEALER with no connection waits to send: a refused handshake would hang it
+            await asyncio.wait_for(self._socket.send(frame), self.timeout)
+        except TimeoutError:
+            self._no_answer()
         while True:
             if not await self._socket.poll(int(self.timeout * 1000)):
-                refused = self._watch.poll()
-                if refused is not None:
-                    raise VenueControlError(f"cannot connect to {self.endpoint}: {refused}")
-                raise TimeoutError(f"venue control at {self.endpoint} did not answer")
+                self._no_answer()
             try:
                 envelope = decode(await self._socket.recv(), models=CONTROL_MODELS, max_bytes=None)
             except WireError as error:
@@ -81,6 +82,12 @@ class ControlClient:
             if not isinstance(envelope.body, expected):
                 raise VenueControlError(f"expected {expected.__name__}, got {envelope.type}")
             return envelope.body
+
+    def _no_answer(self) -> NoReturn:
+        refused = self._watch.poll()
+        if refused is not None:
+            raise VenueControlError(f"cannot connect to {self.endpoint}: {refused}")
+        raise TimeoutError(f"venue control at {self.endpoint} did not answer")
 
     async def advance(self, seconds: float) -> None:
         await self._call(Advance(seconds=seconds), Done)

@@ -3,18 +3,23 @@
 //
 //   node demo.js --command tcp://127.0.0.1:5555 --events tcp://127.0.0.1:5556 --strategy node-1
 //
+// Against a server with a key add --server-key server.key --client-key node-1.key_secret (or set
+// ORDERBUS_SERVER_KEY and ORDERBUS_CLIENT_KEY).
+//
 // 1. connects and syncs;
 // 2. submits a limit order on an instrument that fills at once (--fill-instrument), waits for
 //    its ack and for its fill(s) on the event stream;
 // 3. submits a limit order on a resting (manual-fill) instrument (--rest-instrument), waits for
 //    its ack, cancels it, and waits for the CANCELED report;
-// 4. prints one JSON line summarising what it saw. Exit code 0 on success; 1 on a failure or a
+// 4. with --heartbeats N, waits for the next N heartbeats (they come on the strategy's own topic
+//    and number its stream only);
+// 5. prints one JSON line summarising what it saw. Exit code 0 on success; 1 on a failure or a
 //    timeout (with {"ok": false, "error": ...} on stdout and the message on stderr); 2 on bad
 //    arguments. Every wait has a deadline (--timeout seconds each, --deadline overall).
 
 import { parseArgs } from "node:util";
 
-import { Decimal, OrderBusClient, TERMINAL_STATUSES } from "./orderbus.js";
+import { Decimal, OrderBusClient, TERMINAL_STATUSES, loadKeys } from "./orderbus.js";
 
 const USAGE = `usage: node demo.js --command ENDPOINT --events ENDPOINT [options]
 
@@ -27,6 +32,9 @@ const USAGE = `usage: node demo.js --command ENDPOINT --events ENDPOINT [options
   --rest-instrument SYM     an instrument whose orders rest (manual fills) (default HOOLI)
   --rest-qty QTY            (default 10)
   --rest-price PX           (default 49.50)
+  --server-key FILE         the server's public key (NAME.key) for CURVE (env ORDERBUS_SERVER_KEY)
+  --client-key FILE         this client's secret key (NAME.key_secret) (env ORDERBUS_CLIENT_KEY)
+  --heartbeats N            at the end, wait for N heartbeats of the strategy (default 0)
   --timeout SECONDS         deadline of each wait (default 10)
   --deadline SECONDS        deadline of the whole run (default 60)`;
 
@@ -48,6 +56,9 @@ try {
       "rest-instrument": { type: "string", default: "HOOLI" },
       "rest-qty": { type: "string", default: "10" },
       "rest-price": { type: "string", default: "49.50" },
+      "server-key": { type: "string" },
+      "client-key": { type: "string" },
+      heartbeats: { type: "string", default: "0" },
       timeout: { type: "string", default: "10" },
       deadline: { type: "string", default: "60" },
       help: { type: "boolean", short: "h", default: false },
@@ -65,12 +76,22 @@ if (!args.command || !args.events) usage("--command and --events are required");
 const waitMs = Number(args.timeout) * 1000;
 const deadlineMs = Number(args.deadline) * 1000;
 if (!(waitMs > 0) || !(deadlineMs > 0)) usage("--timeout and --deadline must be positive numbers");
+const heartbeatsWanted = Number(args.heartbeats);
+if (!Number.isInteger(heartbeatsWanted) || heartbeatsWanted < 0) {
+  usage("--heartbeats must be a whole number");
+}
 for (const name of ["fill-qty", "fill-price", "rest-qty", "rest-price"]) {
   try {
     Decimal.parse(args[name]);
   } catch {
     usage(`--${name} is not a decimal: ${args[name]}`);
   }
+}
+let keys;
+try {
+  keys = loadKeys({ serverKey: args["server-key"], clientKey: args["client-key"] });
+} catch (error) {
+  usage(error.message);
 }
 
 const started = Date.now();
@@ -108,6 +129,20 @@ function within(promise, what) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** The next `count` heartbeats. */
+function nextHeartbeats(c, count) {
+  return new Promise((resolve) => {
+    const seen = [];
+    const onHeartbeat = (body) => {
+      seen.push(body);
+      if (seen.length < count) return;
+      c.off("heartbeat", onHeartbeat);
+      resolve(seen);
+    };
+    c.on("heartbeat", onHeartbeat);
+  });
+}
+
 function describeAck(ack) {
   return {
     action: ack.action,
@@ -142,6 +177,7 @@ async function main() {
     events: args.events,
     strategyId: args.strategy,
     requestTimeout: waitMs,
+    ...keys,
   });
   const problems = [];
   client.on("error", (error) => problems.push(error.message));
@@ -212,6 +248,12 @@ async function main() {
     throw new Error(`${restId} ended with ${canceled.exec_type} (${canceled.status}), not canceled`);
   }
 
+  // --- 3. Heartbeats, on the strategy's own topic. --------------------------------------------
+  const heartbeats =
+    heartbeatsWanted > 0
+      ? await within(nextHeartbeats(client, heartbeatsWanted), `${heartbeatsWanted} heartbeat(s)`)
+      : [];
+
   return {
     ok: true,
     strategy: args.strategy,
@@ -240,6 +282,7 @@ async function main() {
       duplicates: client.stats.duplicates,
       replay_requests: client.stats.replayRequests,
       heartbeats: client.stats.heartbeats,
+      heartbeat_seqs: heartbeats.map((h) => h.seqs), // those --heartbeats waited for
     },
     problems,
     elapsed_ms: Date.now() - started,

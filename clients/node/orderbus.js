@@ -1,15 +1,20 @@
 // A minimal client of the orderbus venue, written from docs/protocol.md.
 //
 //   const client = new OrderBusClient({ command, events, strategyId: "s1" });
-//   await client.connect();          // DEALER + SUB, subscribed to S<strategy>\0 and H
+//   await client.connect();          // DEALER + SUB, subscribed to S<strategy>\0
 //   await client.sync();             // baseline, open orders, session
 //   const ack = await client.submit({ clientOrderId, instrument, side, quantity, ... });
 //   client.on("execution_report", (report, meta) => ...);   // in order, exactly once
 //   await client.cancel(clientOrderId);
 //   await client.close();
+//
+// A server with a key (CURVE): pass `...loadKeys({ serverKey, clientKey })` to the constructor
+// (the server's NAME.key and this client's NAME.key_secret; by default from ORDERBUS_SERVER_KEY
+// and ORDERBUS_CLIENT_KEY).
 
 import { EventEmitter } from "node:events";
 import { randomUUID } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { Dealer, Subscriber } from "zeromq";
 
 import { Decimal, Timestamp, WireError, decodeEnvelope, encodeRequest } from "./codec.js";
@@ -57,8 +62,11 @@ export class RequestTimeoutError extends Error {
 
 /** The frame could not be queued (non-blocking send with IMMEDIATE): nothing was sent. */
 export class SendError extends Error {
-  constructor(requestType, id, cause) {
-    super(`could not send ${requestType} (id ${id}): ${cause?.code ?? cause?.message ?? cause}`);
+  constructor(requestType, id, cause, refused = null) {
+    super(
+      `could not send ${requestType} (id ${id}): ${cause?.code ?? cause?.message ?? cause}` +
+        (refused ? ` (${refused})` : ""),
+    );
     this.name = "SendError";
     this.outcome = "definite";
     this.cause = cause;
@@ -69,6 +77,22 @@ export class ClosedError extends Error {
   constructor() {
     super("the client is closed");
     this.name = "ClosedError";
+  }
+}
+
+/** The server refused the security handshake: no request can reach it with these keys. */
+export class HandshakeError extends Error {
+  constructor(endpoint, cause) {
+    super(`cannot connect to ${endpoint}: ${cause}`);
+    this.name = "HandshakeError";
+    this.outcome = "definite";
+  }
+}
+
+export class KeyFileError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = "KeyFileError";
   }
 }
 
@@ -84,6 +108,55 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /** The topic of one strategy's execution reports: "S" + id + NUL (5.1). */
 export function strategyTopic(strategyId) {
   return Buffer.concat([Buffer.from("S"), Buffer.from(strategyId, "utf8"), Buffer.from([0])]);
+}
+
+// --- CURVE keys ---------------------------------------------------------------------------------
+
+export const SERVER_KEY_ENV = "ORDERBUS_SERVER_KEY";
+export const CLIENT_KEY_ENV = "ORDERBUS_CLIENT_KEY";
+
+const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
+
+/**
+ * The keys of a certificate file as pyzmq's `zmq.auth.create_certificates` writes them:
+ * `{publicKey, secretKey}` (z85); `secretKey` is null in a public NAME.key.
+ */
+export function readCertificate(path) {
+  let text;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new KeyFileError(`cannot read the key ${path}: ${error.message}`);
+  }
+  const key = (name) => text.match(new RegExp(`^\\s*${name}-key\\s*=\\s*"([^"]*)"`, "m"))?.[1];
+  const [publicKey, secretKey = null] = [key("public"), key("secret")];
+  if (!publicKey || !Z85_KEY.test(publicKey) || (secretKey !== null && !Z85_KEY.test(secretKey))) {
+    throw new KeyFileError(`cannot read the key ${path}: not a CURVE certificate`);
+  }
+  return { publicKey, secretKey };
+}
+
+/**
+ * The constructor's CURVE options from key files: `serverKey`, the server's public certificate
+ * (NAME.key, or its z85 text); `clientKey`, this client's secret certificate (NAME.key_secret).
+ * Each one absent is taken from ORDERBUS_SERVER_KEY / ORDERBUS_CLIENT_KEY, as the Python
+ * clients do. `{}` (plaintext) when neither is given anywhere.
+ */
+export function loadKeys({ serverKey, clientKey, env = process.env } = {}) {
+  const server = serverKey || env[SERVER_KEY_ENV];
+  const client = clientKey || env[CLIENT_KEY_ENV];
+  if (!server && !client) return {};
+  if (!server || !client) {
+    const missing = server ? `clientKey (${CLIENT_KEY_ENV})` : `serverKey (${SERVER_KEY_ENV})`;
+    throw new KeyFileError(`no ${missing}: CURVE needs both keys`);
+  }
+  const serverPublic =
+    Z85_KEY.test(server) && !existsSync(server) ? server : readCertificate(server).publicKey;
+  const { publicKey, secretKey } = readCertificate(client);
+  if (secretKey === null) {
+    throw new KeyFileError(`${client} holds no secret key: give the NAME.key_secret file`);
+  }
+  return { serverKey: serverPublic, publicKey, secretKey };
 }
 
 /**
@@ -107,11 +180,22 @@ export class OrderBusClient extends EventEmitter {
     liveness = 6,
     replayRetry = 1000,
     historyLimit = 10_000,
+    serverKey = null,
+    publicKey = null,
+    secretKey = null,
   }) {
     super();
     if (!command || !events || !strategyId) {
       throw new TypeError("command, events and strategyId are required");
     }
+    const curve = [serverKey, publicKey, secretKey];
+    if (curve.some(Boolean) && !curve.every((k) => typeof k === "string" && Z85_KEY.test(k))) {
+      throw new TypeError("CURVE needs serverKey, publicKey and secretKey, each 40 z85 characters");
+    }
+    this.curve = serverKey
+      ? { curveServerKey: serverKey, curvePublicKey: publicKey, curveSecretKey: secretKey }
+      : null;
+    this.handshakeFailure = null; // why the latest handshake failed, until one succeeds
     this.commandEndpoint = command;
     this.eventsEndpoint = events;
     this.strategyId = strategyId;
@@ -158,21 +242,50 @@ export class OrderBusClient extends EventEmitter {
 
   /** Create, configure and connect both sockets, subscribe, and start reading (8.3-8.5). */
   async connect() {
-    // 1.4: options first, then connect. No ZMTP heartbeats, no MAXMSGSIZE limit.
+    // 1.4: options (CURVE keys included) first, then connect. No ZMTP heartbeats, no
+    // MAXMSGSIZE limit.
     this.dealer = new Dealer({
       linger: 0,
       immediate: true,
       sendHighWaterMark: 10_000,
       sendTimeout: 0, // non-blocking: a send that cannot be queued fails at once (EAGAIN)
+      ...this.curve,
     });
-    this.sub = new Subscriber({ linger: 0, receiveHighWaterMark: 1_000_000 });
+    this.#watchHandshakes(this.dealer);
+    this.sub = new Subscriber({ linger: 0, receiveHighWaterMark: 1_000_000, ...this.curve });
+    // Our heartbeats come on our own topic; "H" is for monitors (a secure server ignores a
+    // strategy key's subscription to it).
     this.sub.subscribe(strategyTopic(this.strategyId));
-    this.sub.subscribe("H");
     this.sub.connect(this.eventsEndpoint);
     this.dealer.connect(this.commandEndpoint);
     this.commandLoop = this.#readCommands();
     this.eventLoop = this.#readEvents();
     this.ticker = setInterval(() => this.#tick(), 100);
+  }
+
+  /**
+   * A refused handshake only shows on the socket's monitor: the DEALER just never connects, and
+   * every send fails with EAGAIN. Keep why, so that sync() fails at once, naming it.
+   */
+  #watchHandshakes(socket) {
+    const events = socket.events;
+    events.on("handshake", () => {
+      this.handshakeFailure = null;
+    });
+    events.on("handshake:error:auth", ({ error }) => {
+      this.handshakeFailure =
+        `the server refused this client's key (ZAP status ${error?.status}): ` +
+        "it is not in the server's entitlements, or was revoked";
+    });
+    const failed = () => {
+      this.handshakeFailure = this.curve
+        ? `the CURVE handshake failed: wrong server key (${SERVER_KEY_ENV}), ` +
+          "or the server runs without CURVE"
+        : "the handshake failed: the server runs with CURVE; give its public key and a " +
+          `client key (${SERVER_KEY_ENV}, ${CLIENT_KEY_ENV})`;
+    };
+    events.on("handshake:error:protocol", failed);
+    events.on("handshake:error:other", failed);
   }
 
   async close() {
@@ -248,7 +361,8 @@ export class OrderBusClient extends EventEmitter {
       clearTimeout(entry.timer);
       if (this.pending.get(requestId) === entry) this.pending.delete(requestId);
       reply.catch(() => {});
-      throw error instanceof ClosedError ? error : new SendError(type, requestId, error);
+      if (error instanceof ClosedError) throw error;
+      throw new SendError(type, requestId, error, this.handshakeFailure);
     }
     return reply;
   }
@@ -359,11 +473,16 @@ export class OrderBusClient extends EventEmitter {
    * Send `sync` every 0.25 s (a new id each time) until a `sync_reply` comes; 0.05 s after a
    * send that failed; give up after `timeout` ms. Sets the baseline on the first sync or a new
    * session; on a resync of the same session it only raises `latest` and replays the gap.
+   * Fails at once with HandshakeError when the server refused the handshake, and with the
+   * VenueError of an `error` reply (`not_authorized`: this key may not act for the strategy).
    */
   async sync({ timeout = 10_000, attempt = 250 } = {}) {
     const deadline = Date.now() + timeout;
     let lastError = null;
     while (Date.now() < deadline) {
+      if (this.handshakeFailure) {
+        throw new HandshakeError(this.commandEndpoint, this.handshakeFailure);
+      }
       try {
         const reply = await this.request(
           "sync",

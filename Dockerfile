@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# One image for every service of docker-compose.yml: the venue (`mock-venue serve`), the monitor
-# (`orderbus watch`) and the example strategies (`python -m examples.*`). docs/deployment.md.
+# One image for every service of docker-compose.yml: the keys step (`orderbus keys new`), the venue
+# (`mock-venue serve`), the monitor (`orderbus watch`) and the example strategies
+# (`python -m examples.*`). docs/deployment.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -20,12 +21,19 @@ RUN pip install .
 # Run from /app: `python -m examples.market_maker`, `--config examples/venue.yaml`.
 COPY examples examples
 
-# Not root. The venue's journal lives in /var/lib/orderbus (a volume in docker-compose.yml).
+# Not root. The venue's journal lives in /var/lib/orderbus, the CURVE keys in /keys (volumes in
+# docker-compose.yml). Both belong to this user because an empty volume takes the owner and mode of
+# the image's directory it is mounted on: the keys step can write there, and only this user reads.
 RUN useradd --system --uid 10001 --no-create-home orderbus \
-    && mkdir -p /var/lib/orderbus \
-    && chown orderbus /var/lib/orderbus
+    && mkdir -p /var/lib/orderbus /keys \
+    && chown orderbus /var/lib/orderbus /keys \
+    && chmod 0700 /keys
 USER orderbus
 
-EXPOSE 5555 5556 5557
+# Command and events only: the control endpoint (faults, fills, crash) stays inside the container.
+EXPOSE 5555 5556
+# CURVE on every channel, with the keys where docker-compose.yml's `keys` step writes them
+# (docs/deployment.md): without them the venue refuses to start rather than serve plaintext.
 CMD ["mock-venue", "serve", "--command", "tcp://0.0.0.0:5555", "--events", "tcp://0.0.0.0:5556", \
-     "--control", "tcp://0.0.0.0:5557", "--config", "examples/venue.yaml"]
+     "--control", "tcp://127.0.0.1:5557", "--config", "examples/venue.yaml", \
+     "--server-key", "/keys/venue/venue.key_secret", "--entitlements", "/keys/entitlements.yaml"]

@@ -21,7 +21,7 @@ import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from zmq.utils import z85
 
-from bus.codec import EVENTS_PREFIX, Replay, Sync
+from bus.codec import Replay, Sync, strategy_of_topic
 from ports.models import (
     AmendOrder,
     CancelAllOrders,
@@ -202,13 +202,8 @@ class Access:
             return False
         if who.reads_all:
             return True
-        if len(topic) < 3 or topic[:1] != EVENTS_PREFIX or not topic.endswith(b"\x00"):
-            return False
-        try:
-            strategy = topic[1:-1].decode()
-        except UnicodeDecodeError:
-            return False
-        return "\x00" not in strategy and who.acts_for(strategy)
+        strategy = strategy_of_topic(topic)
+        return strategy is not None and who.acts_for(strategy)
 
     @staticmethod
     def may_control(who: Principal | None) -> bool:

@@ -17,6 +17,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict
 
 from bus.codec import Sync
+from bus.limits import LimitsStatus
 from bus.venue_protocol import Event, RequestKey, VenueProtocol
 from ports.enums import ErrorReason, Outcome
 from ports.models import ExecutionReport, PortEvent, Rejection, Request
@@ -117,6 +118,9 @@ class Host(Protocol):
 
     @property
     def security(self) -> SecurityStatus: ...
+
+    @property
+    def limits(self) -> LimitsStatus: ...
 
     def deliver(
         self,

@@ -34,7 +34,6 @@ from ports.models import (
     CancelAllOrders,
     CancelOrder,
     ExecutionReport,
-    ListOpenOrders,
     OpenOrders,
     OrderRequest,
     OrderSnapshot,
@@ -42,6 +41,7 @@ from ports.models import (
     QueryOrder,
     Request,
     SubmitOrder,
+    paged_open_orders,
 )
 from ports.order_execution_port import PortState
 
@@ -166,8 +166,13 @@ class BlockingOrderExecutionPort(ZmqTransport):
         self, instrument: str | None = None, *, timeout: float | None = None
     ) -> tuple[OrderSnapshot, ...]:
         """This strategy's open orders, oldest first."""
-        request = ListOpenOrders(strategy_id=self.strategy_id, instrument=instrument)
-        return self._call(request, OpenOrders, timeout).orders
+        pages = paged_open_orders(self.strategy_id, instrument)  # each page its own timeout
+        request = next(pages)
+        while True:
+            try:
+                request = pages.send(self._call(request, OpenOrders, timeout))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     @overload
     def updates(

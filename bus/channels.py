@@ -21,11 +21,10 @@ from urllib.parse import urlsplit
 import zmq
 
 from bus.access import Access
-from bus.codec import MAX_FRAME_BYTES
+from bus.codec import MAX_FRAME_BYTES, strategy_of_topic
 from bus.curve import ServerKey, ServerSecurity
+from bus.limits import ServerLimits
 from bus.sockets import NOBLOCK, readable
-
-_MAX_SUBSCRIBED = 100_000  # strategy topics heartbeated (most recently subscribed kept)
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,7 @@ class Channels:
         *,
         key: ServerKey | None = None,
         insecure: bool = False,
+        limits: ServerLimits | None = None,
     ) -> None:
         if key is None and access.secure:
             raise ValueError("entitlements need a server key")
@@ -79,6 +79,7 @@ class Channels:
         self.wanted = wanted
         self.access = access
         self.insecure = insecure
+        self.limits = limits if limits is not None else ServerLimits()
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.security = None if key is None else ServerSecurity(self.context, key, access)
         self.command, self.events = self._command_socket(), self._events_socket()
@@ -126,8 +127,9 @@ class Channels:
     def _events_socket(self) -> zmq.Socket[bytes]:
         socket = self._secure(self.context.socket(zmq.XPUB))
         socket.setsockopt(zmq.XPUB_MANUAL, 1)
-        # Loss at the high-water mark is recovered by replay, but should be rare.
-        socket.setsockopt(zmq.SNDHWM, 1_000_000)
+        # Loss at the high-water mark is recovered by replay; the mark bounds what one
+        # subscriber that stopped reading can pin.
+        socket.setsockopt(zmq.SNDHWM, self.limits.event_queue)
         socket.setsockopt(zmq.LINGER, 2000)
         return socket
 
@@ -210,11 +212,11 @@ class Channels:
                 self.access.refused += 1
                 continue
             socket.setsockopt(zmq.SUBSCRIBE, topic)  # applies to that subscriber only
-            strategy = _strategy_of(topic)
+            strategy = strategy_of_topic(topic)
             if strategy is not None:
                 self.subscribed.pop(strategy, None)
                 self.subscribed[strategy] = None
-                if len(self.subscribed) > _MAX_SUBSCRIBED:
+                if len(self.subscribed) > self.limits.heartbeat_streams:
                     del self.subscribed[next(iter(self.subscribed))]
 
 
@@ -224,12 +226,3 @@ def _user(frame: zmq.Frame) -> str | None:
     except zmq.ZMQError:
         return None
     return user if isinstance(user, str) else None
-
-
-def _strategy_of(topic: bytes) -> str | None:
-    if len(topic) < 3 or topic[:1] != b"S" or not topic.endswith(b"\x00"):
-        return None
-    try:
-        return topic[1:-1].decode()
-    except UnicodeDecodeError:
-        return None

@@ -13,13 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from ports.enums import ErrorReason
 from ports.models import (
+    WIRE,
     Acknowledgement,
     AmendOrder,
     CancelAllAcknowledgement,
@@ -40,12 +41,14 @@ from ports.models import (
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_BYTES: Final = 64 * 1024
 """Largest frame the venue accepts; bigger ones get a PROTOCOL_ERROR reply."""
+MAX_CLIENT_ID: Final = 128
+"""Longest client id (``c``) a venue accepts: it keys the client's retry window."""
 MAX_REPLAY: Final = 1000
 """Most events one ReplayReply carries."""
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # as ports.models
 
 
 class Sync(_Wire):
@@ -55,14 +58,17 @@ class Sync(_Wire):
 
 
 class SyncReply(_Wire):
-    """The stream's latest sequence number and the strategy's open orders at that point."""
+    """The stream's latest sequence number and the strategy's open orders at that point (the
+    first page of them: ``next_after``)."""
 
     session: str = Field(min_length=1, max_length=64)
     instance: str = Field(min_length=1, max_length=64)
     strategy_id: Identifier
     seq: int = Field(ge=0)
     venue_seq: int = Field(ge=0)
-    open_orders: tuple[OrderSnapshot, ...]
+    open_orders: Annotated[tuple[OrderSnapshot, ...], Strict(False)]
+    next_after: int | None = Field(default=None, ge=0)
+    """More open orders than this first page: ``list_open_orders`` with ``after`` = it."""
 
 
 class Replay(_Wire):
@@ -80,7 +86,7 @@ class ReplayReply(_Wire):
     ``MAX_REPLAY`` at a time: ask again from the next sequence number for more."""
 
     strategy_id: Identifier | None
-    events: tuple[bytes, ...]
+    events: Annotated[tuple[bytes, ...], Strict(False)]
 
 
 class Heartbeat(_Wire):
@@ -153,6 +159,18 @@ HEARTBEAT_TOPIC: Final = b"H"
 def strategy_topic(strategy_id: str) -> bytes:
     """The event-channel topic of one strategy's stream."""
     return EVENTS_PREFIX + strategy_id.encode() + b"\x00"
+
+
+def strategy_of_topic(topic: bytes) -> str | None:
+    """The strategy whose stream ``topic`` is exactly, or None (a prefix, the heartbeat topic,
+    anything else)."""
+    if len(topic) < 3 or topic[:1] != EVENTS_PREFIX or not topic.endswith(b"\x00"):
+        return None
+    try:
+        strategy = topic[1:-1].decode()
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in strategy else strategy
 
 
 class WireError(Exception):
@@ -228,7 +246,7 @@ def decode(
     try:
         raw = msgpack.unpackb(frame, timestamp=3, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
-        request_id, client_id = _ids_of_unreadable(frame)
+        request_id, client_id = ids_of(frame)
         raise WireError(
             f"not msgpack: {str(exc) or type(exc).__name__}",
             request_id=request_id,
@@ -241,12 +259,14 @@ def decode(
     # type() rather than isinstance: this runs on every message, and it also refuses bools.
     if not (request_id is None or (type(request_id) is int and request_id >= 0)):
         raise WireError("'id' must be a non-negative integer")
-    if not (client_id is None or type(client_id) is str):
-        raise WireError("'c' must be a string", request_id=request_id)
-    if raw.get("v") != PROTOCOL_VERSION:
+    if not ("c" not in raw or (type(client_id) is str and len(client_id) <= MAX_CLIENT_ID)):
         raise WireError(
-            f"protocol version {raw.get('v')!r} is not supported; this venue speaks "
-            f"{PROTOCOL_VERSION}",
+            f"'c' must be a string of at most {MAX_CLIENT_ID} characters", request_id=request_id
+        )
+    version = raw.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:  # neither true nor 1.0
+        raise WireError(
+            f"protocol version {version!r} is not supported; this venue speaks {PROTOCOL_VERSION}",
             request_id=request_id,
             client_id=client_id,
         )
@@ -257,12 +277,12 @@ def decode(
             f"unknown message type {raw.get('t')!r}", request_id=request_id, client_id=client_id
         )
     if not raw.keys() <= _ENVELOPE_FIELDS:
-        unknown = sorted(set(raw) - _ENVELOPE_FIELDS)
+        unknown = sorted(set(raw) - _ENVELOPE_FIELDS, key=repr)  # keys may be str and bin
         raise WireError(
             f"unknown envelope fields {unknown}", request_id=request_id, client_id=client_id
         )
     try:
-        body = model.model_validate(raw.get("b"))
+        body = model.model_validate(raw.get("b"), context=WIRE)
     except ValidationError as exc:
         raise WireError(
             f"invalid {raw['t']}: {_summary(exc)}",
@@ -273,9 +293,12 @@ def decode(
     return Envelope(raw["t"], body, request_id, client_id)
 
 
-def _ids_of_unreadable(frame: bytes) -> tuple[int | None, str | None]:
-    """The ``id`` and ``c`` of a frame that ``decode`` could not read, if a lenient reading finds
-    them (a timestamp out of datetime's range, for one): its error reply can then be matched."""
+def ids_of(frame: bytes) -> tuple[int | None, str | None]:
+    """The ``id`` and ``c`` of a frame that could not be read or processed, if a lenient reading
+    finds them (a timestamp out of datetime's range, for one): its error reply can then be
+    matched. A frame over ``MAX_FRAME_BYTES`` is not read at all."""
+    if len(frame) > MAX_FRAME_BYTES:
+        return None, None
     # Entry by entry, so that a body nested too deeply to read does not hide an id before it.
     unpacker = msgpack.Unpacker(timestamp=0, strict_map_key=False)
     unpacker.feed(frame)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from bus.backend import SERVER_CONTROL_MODELS, ReloadEntitlements
-from bus.codec import WireError, decode, encode
+from bus.codec import WireError, decode, encode, ids_of
 from bus.venue_protocol import Route
 from ports.enums import ErrorReason
 from ports.models import Rejection
@@ -43,7 +43,7 @@ class ControlChannel:
                 reason=ErrorReason.NOT_AUTHORIZED,
                 message=f"{name} is not authorized for the control channel (admins only)",
             )
-            self._send(route, encode(refusal, request_id=_id_of(frames[1])))
+            self._send(route, encode(refusal, request_id=ids_of(frames[1])[0]))
             return
         try:
             envelope = decode(frames[1], models=self._models)
@@ -60,11 +60,3 @@ class ControlChannel:
         frame = encode(result, request_id=envelope.request_id, types=self._types)
         server.flush()  # a command's effects are out before its answer
         self._send(route, frame)
-
-
-def _id_of(frame: bytes) -> int | None:
-    """The request id of a control frame refused before it was decoded, if it has one."""
-    try:
-        return decode(frame, models=SERVER_CONTROL_MODELS).request_id
-    except WireError as error:
-        return error.request_id

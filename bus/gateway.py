@@ -35,6 +35,7 @@ from bus.backend import (
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import Sync
 from bus.curve import ClientKeys
+from bus.limits import LimitsStatus
 from bus.venue_protocol import RequestKey
 from ports.enums import Outcome
 from ports.errors import PortError
@@ -87,6 +88,7 @@ class GatewayStatus(BaseModel):
     protocol_errors: int
     unroutable_replies: int
     security: SecurityStatus
+    limits: LimitsStatus
     strategies: tuple[HostedStream, ...]
 
 
@@ -212,11 +214,12 @@ class PortBackend:
             session=protocol.session,
             instance=protocol.instance,
             venue_seq=protocol.venue_seq,
-            clients=len(protocol.clients),
+            clients=protocol.replies.clients,
             requests=protocol.requests,
             protocol_errors=protocol.protocol_errors,
             unroutable_replies=self._host.unroutable_replies,
             security=self._host.security,
+            limits=self._host.limits,
             strategies=tuple(
                 HostedStream(strategy_id=s, seq=protocol.stream_seq(s), port_state=states[s])
                 for s in sorted(states)

@@ -25,7 +25,11 @@ def new_key_pair(directory: Path, name: str, *, keep: bool = False) -> Path:
         if keep and public.exists() and secret.exists():
             return secret
         raise FileExistsError(f"{public} exists: remove it, or keep it")
-    zmq.auth.create_certificates(directory, name)
+    old_umask = os.umask(0o077)  # the secret is never readable by others, not even for a moment
+    try:
+        zmq.auth.create_certificates(directory, name)
+    finally:
+        os.umask(old_umask)
     secret.chmod(0o600)
     return secret
 
@@ -40,14 +44,21 @@ def entitle(path: Path, name: str, key: Path, role: Role, strategies: tuple[str,
     if strategies:
         entry["strategies"] = list(strategies)
     data["clients"] = [*clients, entry]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    _replace(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def revoke(path: Path, name: str) -> None:
     """Remove ``name`` from the entitlements file (takes effect when the server reloads it)."""
     data = yaml.safe_load(path.read_text()) or {}
     data["clients"] = [c for c in data.get("clients", []) if c.get("name") != name]
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    _replace(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def _replace(path: Path, text: str) -> None:
+    # A server reloading meanwhile reads the old file or the new, never half of one.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 class Keyring:

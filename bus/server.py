@@ -23,9 +23,10 @@ import zmq
 from bus.access import Access, EntitlementsError
 from bus.backend import Backend, EntitlementsReloaded, Output, SecurityStatus, failed
 from bus.channels import Channels, Endpoints
-from bus.codec import Sync, WireError
+from bus.codec import Sync, WireError, ids_of
 from bus.control_channel import ControlChannel
 from bus.curve import ServerKey
+from bus.limits import LimitsStatus, ServerLimits
 from bus.outbox import Outbox
 from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE
 from bus.venue_protocol import Event, Execute, ReplayWanted, Reply, Route, VenueProtocol
@@ -54,7 +55,7 @@ class Server:
         endpoints: Endpoints,
         *,
         heartbeat_interval: float = 0.5,
-        reply_cache_size: int = 200_000,
+        limits: ServerLimits | None = None,
         access: Access | None = None,
         key: ServerKey | None = None,
         insecure: bool = False,
@@ -67,10 +68,12 @@ class Server:
             session=backend.session or uuid.uuid4().hex,
             instance=self.instance,
             recall=backend.recall,
-            reply_cache_size=reply_cache_size,
+            limits=limits,
             access=self.access,
         )
-        self._channels = Channels(endpoints, self.access, key=key, insecure=insecure)
+        self._channels = Channels(
+            endpoints, self.access, key=key, insecure=insecure, limits=self._protocol.limits
+        )
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
@@ -109,6 +112,11 @@ class Server:
             handshakes_denied=0 if channels.security is None else channels.security.denied,
             subscribed_streams=len(channels.subscribed),
         )
+
+    @property
+    def limits(self) -> LimitsStatus:
+        """The limits in force, and how full each bound is."""
+        return self._protocol.limits_status(len(self._channels.subscribed))
 
     # --- sockets ------------------------------------------------------------------------------
 
@@ -260,7 +268,7 @@ class Server:
             error = WireError(f"a request is one frame (after a REQ's empty delimiter), not {n}")
             self._send(command, Route(frames[0], req_peer), self._protocol.refuse(error))
             return
-        effect = self._protocol.receive(route, body, user)
+        effect = self._protocol.receive(route, body, user, time.monotonic())
         if type(effect) is Execute:
             try:
                 self.backend.execute(effect.key, effect.request, effect.frame)
@@ -281,7 +289,8 @@ class Server:
         sys.stderr.write(f"server: request failed: {type(error).__name__}: {error}\n")
         if frames:
             route = Route(frames[0], len(frames) > 2 and frames[1] == b"")
-            refusal = WireError(f"the venue could not process this: {error}")
+            request_id = ids_of(frames[-1])[0]  # the sender can match the answer
+            refusal = WireError(f"the venue could not process this: {error}", request_id=request_id)
             self._send(socket, route, self._protocol.refuse(refusal))
         else:
             self._protocol.protocol_errors += 1

@@ -12,7 +12,6 @@ Nothing here reads a clock or touches a socket: the venue time a heartbeat carri
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +32,8 @@ from bus.codec import (
     encode,
     strategy_topic,
 )
+from bus.limits import LimitsStatus, RateLimiter, ServerLimits, throttled
+from bus.reply_store import ReplyStore
 from ports.enums import ErrorReason
 from ports.models import (
     AmendOrder,
@@ -119,8 +120,8 @@ class VenueProtocol:
 
     ``recall``: given the token a backend passed with an answer, the result again (a backend
     that holds the result itself, such as the engine for an accepted submit, spares the store a
-    copy of the frame). ``reply_cache_size``: answers kept for retries, oldest dropped first.
-    ``access``: who may send what (default: development mode, everyone may do everything).
+    copy of the frame). ``limits``: what a peer may use (``bus.limits``). ``access``: who may
+    send what (default: development mode, everyone may do everything).
     """
 
     def __init__(
@@ -129,23 +130,25 @@ class VenueProtocol:
         session: str,
         instance: str,
         recall: Callable[[Hashable], BaseModel | None] | None = None,
-        reply_cache_size: int = 200_000,
+        limits: ServerLimits | None = None,
         access: Access | None = None,
     ) -> None:
         self.session = session
         self.access = access if access is not None else Access()
         self.instance = instance
         self._recall = recall
-        self._reply_cache_size = reply_cache_size
+        self.limits = limits if limits is not None else ServerLimits()
+        self.replies = ReplyStore(
+            per_client=self.limits.replies_per_client, max_bytes=self.limits.reply_bytes
+        )
+        self.rate = RateLimiter(
+            self.limits.requests_per_second, self.limits.burst, self.limits.rate_clients
+        )
         self._routes: dict[RequestKey, Route | None] = {}  # requests being worked on
         self._uncached: set[RequestKey] = set()
         self._syncs: dict[RequestKey, Sync] = {}
-        # An answer's frame, or the backend's recall token (never bytes) standing in for it:
-        # one per order, so no wrapper object around the token.
-        self._replies: OrderedDict[RequestKey, Hashable] = OrderedDict()
         self._frames: list[bytes] = []  # every numbered event, by venue_seq - 1
         self._stream_index: dict[str, array[int]] = {}  # strategy -> venue_seq of its events
-        self.clients: set[str] = set()
         self.requests = 0
         self.protocol_errors = 0
 
@@ -154,12 +157,30 @@ class VenueProtocol:
         """Syncs not answered yet."""
         return self._syncs.keys()
 
+    def limits_status(self, heartbeat_streams: int) -> LimitsStatus:
+        """The limits in force and how full each bound is (``heartbeat_streams``: the
+        server's count)."""
+        replies = self.replies
+        return LimitsStatus(
+            limits=self.limits,
+            reply_clients=replies.clients,
+            reply_entries=replies.entries,
+            reply_bytes=replies.bytes,
+            replies_evicted=replies.evicted,
+            rate_clients=self.rate.clients,
+            throttled=self.rate.throttled,
+            heartbeat_streams=heartbeat_streams,
+        )
+
     # --- requests ------------------------------------------------------------------------------
 
-    def receive(self, route: Route, frame: bytes, user: str | None = None) -> Received:
+    def receive(
+        self, route: Route, frame: bytes, user: str | None = None, now: float | None = None
+    ) -> Received:
         """Take one request frame from the peer authenticated as ``user`` (its key; None in
-        development mode). None: it is a retry of a request still being worked on (its one
-        answer goes to ``route``, the latest connection of that client)."""
+        development mode), at ``now`` (monotonic seconds, for the rate limit; None: no limit).
+        None: it is a retry of a request still being worked on (its one answer goes to
+        ``route``, the latest connection of that client)."""
         self.requests += 1
         try:
             envelope = decode(frame)
@@ -169,7 +190,7 @@ class VenueProtocol:
             return Reply(route, self.refuse(WireError("a request needs an 'id'")))
         access = self.access
         who = access.principal(user)
-        refusal = access.refusal(who, envelope.body)
+        refusal = access.refusal(who, envelope.body) if access.secure else None
         if refusal is not None:  # before anything else: not even the reply store is looked at
             access.refused += 1
             rejection = Rejection(
@@ -181,8 +202,13 @@ class VenueProtocol:
         client = envelope.client_id or "peer:" + route.identity.hex()
         if access.secure and who is not None:
             client = f"{who.name}/{client}"  # no peer can use another's retry window
+        if now is not None:
+            wait = self.rate.wait(client if who is None else who.name, now)
+            if wait is not None:
+                rejection = throttled(envelope.body, wait, "request rate limit")
+                return Reply(route, encode(rejection, request_id=envelope.request_id))
         key = (client, envelope.request_id)
-        stored = self._replies.get(key)
+        stored = self.replies.get(client, envelope.request_id)
         if stored is not None:  # a retry: the stored answer; the work is not done again
             return Reply(route, self._stored(key, stored))
         if key in self._routes:
@@ -200,7 +226,6 @@ class VenueProtocol:
     def begin(self, key: RequestKey, request: BaseModel, route: Route | None) -> None:
         """``key`` is being worked on (``receive`` calls this; so does a journal recovery,
         whose requests come from the journal with nobody waiting)."""
-        self.clients.add(key[0])
         self._routes[key] = route
         if isinstance(request, Sync):
             self._syncs[key] = request
@@ -231,10 +256,8 @@ class VenueProtocol:
             # Nothing was done: a retry with the same request id after retry_after must be
             # tried afresh, not told "throttled" again for ever.
             keep = False
-        if keep:
-            self._replies[key] = frame if recall is None else recall
-            if len(self._replies) > self._reply_cache_size:
-                self._replies.popitem(last=False)
+        if keep:  # the frame, or the backend's token (never bytes) standing in for it
+            self.replies.put(key[0], key[1], frame if recall is None else recall)
         route = self._routes.pop(key, None)
         return (route if delivered else None), frame
 
@@ -262,6 +285,7 @@ class VenueProtocol:
             seq=self.stream_seq(request.strategy_id),
             venue_seq=self.venue_seq,
             open_orders=open_orders.orders,
+            next_after=open_orders.next_after,
         )
 
     def replay_reply(self, request_id: int, request: Replay) -> bytes:

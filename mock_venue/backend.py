@@ -12,6 +12,8 @@ import os
 import random
 import signal
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +25,7 @@ from bus.access import Access
 from bus.backend import Answer, GetStatus, Host, Output, Report
 from bus.codec import Sync, decode, encode
 from bus.curve import ServerKey
+from bus.limits import ServerLimits, throttled
 from bus.server import Endpoints, Server
 from bus.venue_protocol import RequestKey
 from mock_venue.clock import Clock, ManualClock, PinnedClock, WallClock
@@ -41,17 +44,28 @@ from mock_venue.control import (
     Restate,
     VenueStatus,
 )
+from mock_venue.engine import OPEN_ORDERS_PAGE, Publish, Respond, VenueEngine
 from mock_venue.engine import Output as EngineOutput
-from mock_venue.engine import Publish, Respond, VenueEngine
 from mock_venue.faults import ActiveFault, Crash, Disconnect, Fault
 from mock_venue.journal import FsyncPolicy, Journal, JournalError, Recovered
 from mock_venue.journal import read as journal_read
 from mock_venue.status import venue_status
 from mock_venue.transport_faults import TRANSPORT_FAULTS, TransportFaults
-from ports.models import Acknowledgement, Request, SubmitOrder
+from ports.models import (
+    Acknowledgement,
+    ListOpenOrders,
+    QueryOrder,
+    Request,
+    SubmitOrder,
+)
 
 CRASH_GRACE = 0.05  # seconds for the answer to a Crash command to leave the process
 _ENGINE_CONTROLS = (FillOrder, CancelUnsolicited, Restate, InjectFault, ClearFaults)
+STEP_TIMERS = 256
+"""Timers one step runs at most on real time: the server's loop turns between steps, so a long
+backlog (an order sliced into many fills) holds up neither heartbeats nor other work for long."""
+MAX_WAITING = 100_000
+"""Requests held while the engine catches up; more are refused ``throttled``."""
 
 
 class EngineBackend:
@@ -84,11 +98,18 @@ class EngineBackend:
         start = self.clock.now() if header is None else header["start"]
         self._start = start
         self._pinned = PinnedClock(start)
-        self.engine = VenueEngine(config, clock=self._pinned, rng=random.Random(seed))
-        self._session: str | None = None if header is None else header["session"]
+        # Named here, not by the server: the engine tags its order and fill ids with it, so that
+        # a venue started afresh never hands out an id an earlier session did.
+        self._session: str = uuid.uuid4().hex if header is None else header["session"]
+        self.engine = VenueEngine(
+            config, clock=self._pinned, rng=random.Random(seed), id_tag=self._session[:12]
+        )
         self._journal: Journal | None = None
         self._replaying: list[bytes] | None = None  # a recovery's expected frames, else None
         self._submits: dict[RequestKey, tuple[str, str]] = {}
+        self._limit = None if isinstance(self.clock, ManualClock) else STEP_TIMERS
+        # Requests that arrived while the engine was behind: run in order once it caught up.
+        self.waiting: deque[tuple[RequestKey, Request | Sync, bytes]] = deque()
         self._crash_at: float | None = None
         self._host: Host | None = None
         self.recovered_records = 0
@@ -100,7 +121,7 @@ class EngineBackend:
     # --- Backend ------------------------------------------------------------------------------
 
     @property
-    def session(self) -> str | None:
+    def session(self) -> str:
         return self._session
 
     @property
@@ -113,7 +134,6 @@ class EngineBackend:
 
     def start(self, host: Host) -> None:
         self._host = host
-        self._session = host.protocol.session
         if self._recovered is not None:
             assert self._journal_path is not None
             self._recover(self._journal_path, self._recovered)
@@ -123,17 +143,31 @@ class EngineBackend:
                 "session": self._session,
                 "start": self._start,
                 "seed": self._seed,
-                "config": _config_dump(self._config),
+                "config": self._config.model_dump(mode="json"),
             }
             self._journal = Journal.create(self._journal_path, header, self._fsync)
         for fault in self._scenario:
             self._control_command(InjectFault(fault=fault))
 
     def execute(self, key: RequestKey, request: Request | Sync, frame: bytes) -> None:
-        if isinstance(request, Sync):  # not a step: nothing changes
-            self._deliver([Answer(key, self.engine.open_orders(request.strategy_id))])
+        if not self.waiting:
+            self._advance()  # timers due run first, as their own journaled step
+            if not self.engine.behind:
+                self._run(key, request, frame)
+                return
+        if len(self.waiting) >= MAX_WAITING:
+            self._deliver([Answer(key, throttled(request, 0.1, "the venue is catching up"))])
             return
-        self._advance()  # timers due run first, as their own journaled step
+        self.waiting.append((key, request, frame))
+
+    def _run(self, key: RequestKey, request: Request | Sync, frame: bytes) -> None:
+        if isinstance(request, Sync):  # not a step: nothing changes
+            first = self.engine.open_orders(request.strategy_id, limit=OPEN_ORDERS_PAGE)
+            self._deliver([Answer(key, first)])
+            return
+        if isinstance(request, QueryOrder | ListOpenOrders):  # reads: nothing to journal
+            self._deliver([Answer(key, self.engine.read(request))])
+            return
         self._execute(key, request, frame)
 
     def recall(self, token: Hashable) -> BaseModel | None:
@@ -148,6 +182,8 @@ class EngineBackend:
             os.kill(os.getpid(), signal.SIGKILL)  # a Crash fault: as abrupt as it gets
         if not isinstance(self.clock, ManualClock):
             self._advance()
+            while self.waiting and not self.engine.behind:
+                self._run(*self.waiting.popleft())
         if self._journal is not None:
             self._journal.tick()
 
@@ -187,7 +223,7 @@ class EngineBackend:
         at = self._step_time()
         if not always and due is not None and due > at:
             return
-        self._step(self.engine.advance(), {"k": "a", "t": at})
+        self._step(self.engine.advance(self._limit), {"k": "a", "t": at, "n": self._limit})
 
     def _execute(self, key: RequestKey, request: BaseModel, frame: bytes) -> None:
         """One request through the engine: the same code live and in a recovery."""
@@ -245,19 +281,23 @@ class EngineBackend:
     def _recover(self, path: Path, recovered: Recovered) -> None:
         assert self._host is not None
         header = recovered.header
-        if header.get("seed") != self._seed or header.get("config") != _config_dump(self._config):
+        if header.get("seed") != self._seed or header.get("config") != self._config.model_dump(
+            mode="json"
+        ):
             raise JournalError(
                 f"{path} was written by a venue with another config or seed; start with the "
                 "same ones, or with a new journal"
             )
         self.torn_bytes = recovered.torn_bytes
         last = None
+        live_limit = self._limit
         for record in recovered.records:
             self._replaying = record.get("out", [])
             last = record["t"]
             self._pinned.pin(last)
             match record["k"]:
                 case "a":
+                    self._limit = record.get("n")  # as many timers as that step ran
                     self._advance(always=True)
                 case "r":
                     body = decode(record["b"], max_bytes=None).body
@@ -273,6 +313,7 @@ class EngineBackend:
                     raise JournalError(f"{path}: unknown record kind {other!r}")
             self.recovered_records += 1
         self._replaying = None
+        self._limit = live_limit
         if last is not None and isinstance(self.clock, ManualClock):
             self.clock.advance_to(last)
         self._journal = Journal.reopen(path, self._fsync)
@@ -344,7 +385,7 @@ def venue_server(
     endpoints: Endpoints,
     *,
     heartbeat_interval: float = 0.5,
-    reply_cache_size: int = 200_000,
+    limits: ServerLimits | None = None,
     access: Access | None = None,
     key: ServerKey | None = None,
     insecure: bool = False,
@@ -356,13 +397,8 @@ def venue_server(
         EngineBackend(config, **backend),
         endpoints,
         heartbeat_interval=heartbeat_interval,
-        reply_cache_size=reply_cache_size,
+        limits=limits,
         access=access,
         key=key,
         insecure=insecure,
     )
-
-
-def _config_dump(config: VenueConfig) -> dict[str, Any]:
-    dumped: dict[str, Any] = config.model_dump(mode="json")
-    return dumped

@@ -10,17 +10,22 @@ modes falls on all of them alike. Latencies go into HDR histograms (microseconds
   ceiling: raw DEALER/ROUTER where the server validates each submit with the port's model and
   publishes one event (what any venue that validates at the edge cannot beat);
 - fan-out: fills published to N strategy processes at once, counting loss;
-- memory: the venue's resident size with many resting orders, above its idle size.
+- memory: the venue's resident size with many resting orders, above its idle size;
+- CURVE: the raw round trip and pipelined rate, and both clients' submit -> ack and the asyncio
+  client's pipelined rate again against CURVE twins of the servers (``mock_venue.bench_curve``),
+  in the same rounds, reported as CURVE over plain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import click
@@ -31,10 +36,12 @@ from rich.table import Table
 from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import encode
+from mock_venue.bench_curve import CURVE, RAW_CLIENT, bench_keyring, curve_figures, curve_table
 from mock_venue.bench_kinds import (
     BENCH_VENUE,
     IN_FLIGHT,
     PAYLOAD,
+    RawServer,
     Results,
     async_pipelined,
     async_round_trips,
@@ -54,73 +61,89 @@ from mock_venue.process import VenueProcess
 
 def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dict[str, Any]:
     """Every measurement, interleaved over ``rounds``; returns the report."""
-    raw_server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mock_venue.bench",
-            "--role",
-            "raw-server",
-            "--command",
-            "tcp://127.0.0.1:0",
-            "--events",
-            "tcp://127.0.0.1:0",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert raw_server.stdout is not None
-    raw_endpoints = json.loads(raw_server.stdout.readline())
-    context = zmq.Context()
-    req, dealer = context.socket(zmq.REQ), context.socket(zmq.DEALER)
-    ceiling = context.socket(zmq.DEALER)
-    req.connect(raw_endpoints["rep"])
-    dealer.connect(raw_endpoints["router"])
-    ceiling.connect(raw_endpoints["ceiling"])
-    # The ceiling's requests are real SubmitOrder frames, encoded before the clock starts.
-    submits = [encode(bench_order("ceiling", n), request_id=n) for n in range(count * 4)]
-    process = VenueProcess(BENCH_VENUE)
-    venue = process.start()
-    assert process.process is not None
-    pid = process.process.pid
     results = Results()
     report: dict[str, Any] = {}
-    try:
+    with contextlib.ExitStack() as stack:  # closed in reverse: servers stop, then the context
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        stack.callback(context.destroy, linger=0)
+        # Every key is made and loaded here, before any clock starts.
+        keys_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="orderbus-bench-"))
+        ring = bench_keyring(Path(keys_dir))
+        raw_plain = RawServer(context)
+        stack.callback(raw_plain.stop)
+        raw_curve = RawServer(context, ring.server_secret, ring.keys(RAW_CLIENT))
+        stack.callback(raw_curve.stop)
+        # The ceiling's requests are real SubmitOrder frames, encoded before the clock starts.
+        submits = [encode(bench_order("ceiling", n), request_id=n) for n in range(count * 4)]
+        process = stack.enter_context(VenueProcess(BENCH_VENUE))
+        secure = stack.enter_context(VenueProcess(BENCH_VENUE, extra_args=ring.server_args()))
+        assert process.process is not None
+        assert process.endpoints is not None
+        assert secure.endpoints is not None
+        assert secure.ready["security"] == "curve"
+        venue, venue_curve = process.endpoints, secure.endpoints
         blocking = BlockingOrderExecutionPort(
             "bench-blocking", command=venue.command, events=venue.events
         )
-        blocking.open()
+        blocking_curve = BlockingOrderExecutionPort(
+            "bench-blocking",
+            command=venue_curve.command,
+            events=venue_curve.events,
+            keys=ring.keys("bench-blocking"),
+        )
+        for opened in (blocking, blocking_curve):
+            opened.open()
+            stack.callback(opened.close)
 
         async def bench() -> None:
             port = ZmqOrderExecutionPort(
                 "bench-asyncio", command=venue.command, events=venue.events
             )
-            async with port:
+            port_curve = ZmqOrderExecutionPort(
+                "bench-asyncio",
+                command=venue_curve.command,
+                events=venue_curve.events,
+                keys=ring.keys("bench-asyncio"),
+            )
+            async with port, port_curve:
                 for r in range(rounds):
-                    raw_round_trips(req, results, count)
+                    raw_round_trips(raw_plain.req, results, count)
+                    raw_round_trips(raw_curve.req, results, count, "raw_req_rep" + CURVE)
                     base = r * count
                     blocking_round_trips(blocking, results, count, base)
+                    blocking_round_trips(
+                        blocking_curve, results, count, base, "blocking_submit_ack" + CURVE
+                    )
                     await async_round_trips(port, results, count, base)
-                    raw_pipelined(dealer, results, [PAYLOAD] * (count * 4))
-                    raw_pipelined(ceiling, results, submits, "ceiling_pipelined")
+                    await async_round_trips(
+                        port_curve, results, count, base, "asyncio_submit_ack" + CURVE
+                    )
+                    raw_pipelined(raw_plain.dealer, results, [PAYLOAD] * (count * 4))
+                    raw_pipelined(
+                        raw_curve.dealer, results, [PAYLOAD] * (count * 4), "raw_pipelined" + CURVE
+                    )
+                    raw_pipelined(raw_plain.ceiling, results, submits, "ceiling_pipelined")
                     start = 10_000_000 + base * 8
                     await async_pipelined(port, results, count * 4, start, handles=False)
+                    await async_pipelined(
+                        port_curve, results, count * 4, start, handles=False,
+                        kind="asyncio_pipelined" + CURVE,
+                    )  # fmt: skip
                     await async_pipelined(port, results, count * 4, start + count * 4, handles=True)
 
         asyncio.run(bench())
+        # Fan-out and memory measure the plain venue alone: nothing else of the bus's runs.
         blocking.close()
+        blocking_curve.close()
+        secure.stop()
         report["codec_us"] = codec_costs()
         report["fan_out"] = fan_out(venue, 4, fan_out_orders)
+        pid = process.process.pid
         report["memory"] = asyncio.run(memory(venue, pid, memory_orders)) if memory_orders else None
-    finally:
-        process.stop()
-        req.send(b"stop")
-        req.recv()
-        raw_server.wait(30)
-        context.destroy(linger=0)
     latency = {kind: summary(h) for kind, h in results.latency.items()}
     raw = latency["raw_req_rep"]["p50_us"]
     throughput = {kind: round(sorted(v)[len(v) // 2]) for kind, v in results.throughput.items()}
+    curve_ratios, curve = curve_figures(latency, throughput)
     report.update(
         {
             "machine": {
@@ -149,7 +172,9 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
                 "ceiling_pipelined_vs_raw": round(
                     throughput["ceiling_pipelined"] / throughput["raw_pipelined"], 3
                 ),
+                **curve_ratios,
             },
+            "curve": curve,
             "targets": {
                 "blocking_submit_ack_p50_vs_raw": 2.0,
                 "asyncio_submit_ack_p50_vs_raw": 3.0,
@@ -182,6 +207,8 @@ def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, outp
     raw = report["latency"]["raw_req_rep"]["p50_us"]
     targets = {"blocking_submit_ack": "<= 2.0", "asyncio_submit_ack": "<= 3.0"}
     for kind, figures in report["latency"].items():
+        if kind.endswith(CURVE):
+            continue  # in the CURVE table, beside its plain twin
         table.add_row(
             kind, str(figures["p50_us"]), str(figures["p99_us"]),
             f"{figures['p50_us'] / raw:.2f}", targets.get(kind, "baseline"),
@@ -204,6 +231,7 @@ def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, outp
         f"client codec floor per order: {codec['client_floor_per_order']} us "
         f"(at most {1e6 / codec['client_floor_per_order']:.0f}/s on one core, before any I/O)"
     )
+    console.print(curve_table(report))
     console.print(f"fan-out: {report['fan_out']}")
     if report["memory"]:
         console.print(f"memory: {report['memory']} (target <= 2048 bytes/order)")
@@ -219,9 +247,10 @@ def role_main(argv: list[str]) -> None:
     parser.add_argument("--events")
     parser.add_argument("--strategy")
     parser.add_argument("--orders", type=int, default=0)
+    parser.add_argument("--server-key")
     args = parser.parse_args(argv)
     if args.role == "raw-server":
-        serve_raw(args.command, args.events)
+        serve_raw(args.command, args.events, args.server_key)
     else:
         asyncio.run(fan_out_strategy(args.command, args.events, args.strategy, args.orders))
 

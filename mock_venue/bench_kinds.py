@@ -1,5 +1,6 @@
 """What ``orderbus bench`` measures, one function a kind: raw pyzmq baselines, the bus's round
-trips and pipelined throughput, fan-out to strategy processes, memory, codec costs."""
+trips and pipelined throughput, fan-out to strategy processes, memory, codec costs. A kind that
+runs against a CURVE server too takes its ``kind`` name, so both land in the same report."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from hdrh.histogram import HdrHistogram
 from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import decode, encode
+from bus.curve import ClientKeys, ServerKey
 from bus.server import Endpoints
 from mock_venue.clock import WallClock
 from mock_venue.config import ImmediateFill, InstrumentConfig, ManualFill, VenueConfig
@@ -68,12 +70,21 @@ def bench_order(strategy: str, n: int, instrument: str = RESTING) -> SubmitOrder
 # --- raw pyzmq baseline -------------------------------------------------------------------------
 
 
-def serve_raw(rep_endpoint: str, router_endpoint: str) -> None:
+def serve_raw(rep_endpoint: str, router_endpoint: str, server_key: str | None = None) -> None:
     """The raw servers, one poll loop, until a b"stop": REP and ROUTER echo, and the ceiling
-    server (a ROUTER that validates each request and publishes one event for it)."""
+    server (a ROUTER that validates each request and publishes one event for it). With
+    ``server_key`` (a secret certificate) every socket is a CURVE server."""
     context = zmq.Context()
     rep, router = context.socket(zmq.REP), context.socket(zmq.ROUTER)
     ceiling, pub = context.socket(zmq.ROUTER), context.socket(zmq.PUB)
+    if server_key is not None:
+        # No ZAP handler: libzmq then admits any client key, so this is CURVE's own cost (the
+        # venue's ZAP runs once per connection, at the handshake, outside the timed part).
+        key = ServerKey.load(server_key)
+        for socket in (rep, router, ceiling, pub):
+            socket.curve_server = True
+            socket.curve_publickey = key.public
+            socket.curve_secretkey = key.secret
     rep.bind(rep_endpoint)
     router.bind(router_endpoint)
     ceiling.bind(router_endpoint)
@@ -105,6 +116,41 @@ def serve_raw(rep_endpoint: str, router_endpoint: str) -> None:
                 pub.send_multipart([b"S", event])
 
 
+class RawServer:
+    """A ``serve_raw`` process, and one client socket connected to each of its servers (as a
+    CURVE client with ``keys``, to a server given ``server_key``)."""
+
+    def __init__(
+        self,
+        context: zmq.Context[zmq.Socket[bytes]],
+        server_key: Path | None = None,
+        keys: ClientKeys | None = None,
+    ) -> None:
+        command = [sys.executable, "-m", "mock_venue.bench", "--role", "raw-server"]
+        command += ["--command", "tcp://127.0.0.1:0", "--events", "tcp://127.0.0.1:0"]
+        if server_key is not None:
+            command += ["--server-key", str(server_key)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        endpoints = json.loads(self.process.stdout.readline())
+        self.req, self.dealer = context.socket(zmq.REQ), context.socket(zmq.DEALER)
+        self.ceiling = context.socket(zmq.DEALER)
+        for socket, name in ((self.req, "rep"), (self.dealer, "router"), (self.ceiling, "ceiling")):
+            if keys is not None:
+                keys.apply(socket)
+            socket.connect(endpoints[name])
+        # A round trip before any clock starts, so that no timed one waits for the connection
+        # (and CURVE's handshake).
+        for socket in (self.req, self.dealer):
+            socket.send(PAYLOAD)
+            socket.recv()
+
+    def stop(self) -> None:
+        self.req.send(b"stop")
+        self.req.recv()
+        self.process.wait(30)
+
+
 @dataclass
 class Results:
     latency: dict[str, HdrHistogram] = field(default_factory=dict)
@@ -120,22 +166,28 @@ class Results:
         self.throughput.setdefault(kind, []).append(per_second)
 
 
-def raw_round_trips(req: zmq.Socket[bytes], results: Results, count: int) -> None:
+def raw_round_trips(
+    req: zmq.Socket[bytes], results: Results, count: int, kind: str = "raw_req_rep"
+) -> None:
     for _ in range(count):
         started = time.perf_counter()
         req.send(PAYLOAD)
         req.recv()
-        results.record("raw_req_rep", (time.perf_counter() - started) * 1e6)
+        results.record(kind, (time.perf_counter() - started) * 1e6)
 
 
 def blocking_round_trips(
-    port: BlockingOrderExecutionPort, results: Results, count: int, start: int
+    port: BlockingOrderExecutionPort,
+    results: Results,
+    count: int,
+    start: int,
+    kind: str = "blocking_submit_ack",
 ) -> None:
     for n in range(start, start + count):
         order = bench_order(port.strategy_id, n)  # the caller's input, like raw's payload
         started = time.perf_counter()
         port.submit_order(order)
-        results.record("blocking_submit_ack", (time.perf_counter() - started) * 1e6)
+        results.record(kind, (time.perf_counter() - started) * 1e6)
 
 
 def raw_pipelined(
@@ -160,17 +212,27 @@ def raw_pipelined(
 
 
 async def async_round_trips(
-    port: ZmqOrderExecutionPort, results: Results, count: int, start: int
+    port: ZmqOrderExecutionPort,
+    results: Results,
+    count: int,
+    start: int,
+    kind: str = "asyncio_submit_ack",
 ) -> None:
     for n in range(start, start + count):
         order = bench_order(port.strategy_id, n)
         started = time.perf_counter()
         await port.submit_order(order)
-        results.record("asyncio_submit_ack", (time.perf_counter() - started) * 1e6)
+        results.record(kind, (time.perf_counter() - started) * 1e6)
 
 
 async def async_pipelined(
-    port: ZmqOrderExecutionPort, results: Results, count: int, start: int, *, handles: bool
+    port: ZmqOrderExecutionPort,
+    results: Results,
+    count: int,
+    start: int,
+    *,
+    handles: bool,
+    kind: str | None = None,
 ) -> None:
     """``IN_FLIGHT`` tasks, each submitting in a loop: always that many in flight. ``handles``:
     with ``submit_order_nowait``, so each order's handle and update stream are in the figure
@@ -188,7 +250,8 @@ async def async_pipelined(
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
-    kind = "asyncio_pipelined_handles" if handles else "asyncio_pipelined"
+    if kind is None:
+        kind = "asyncio_pipelined_handles" if handles else "asyncio_pipelined"
     results.rate(kind, count / (time.perf_counter() - started))
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bus.backend import SERVER_CONTROL_MODELS, GetStatus, SecurityStatus
 from bus.codec import MODELS
+from bus.limits import LimitsStatus
 from mock_venue.faults import MAX_SECONDS, ActiveFault, Fault
 from ports.models import Identifier, Price, Quantity, Rejection
 
@@ -104,6 +105,7 @@ class VenueStatus(_Control):
     protocol_errors: int
     unroutable_replies: int = 0  # answers to peers gone meanwhile (kept for their retry)
     security: SecurityStatus
+    limits: LimitsStatus
     journal: str | None = None
     journal_records: int = 0  # written by this run
     recovered_records: int = 0  # replayed from the journal at start

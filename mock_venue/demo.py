@@ -4,23 +4,32 @@
 ``--strategies`` trader processes (``mock_venue.trader``) that each place ``--orders`` orders with
 amends and cancels, follows every event on the all-events stream meanwhile, and prints a summary:
 orders, fills, submit->ack latency, and whether each strategy, the monitor and the venue agree.
+
+``--curve`` runs the same with CURVE and entitlements: the venue's key, one key per strategy
+(entitled to that strategy alone), the monitor's and an admin key for the closing status query are
+made by ``bus.keyring.Keyring`` in a temporary folder, removed at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from bus.keyring import Keyring
 from bus.monitor import BlockingMonitor
 from mock_venue.config import (
     ImmediateFill,
@@ -31,6 +40,8 @@ from mock_venue.config import (
 )
 from mock_venue.control_client import BlockingControlClient
 from mock_venue.process import VenueProcess
+
+MONITOR, ADMIN = "monitor", "admin"  # key names of a CURVE demo's other clients
 
 DEMO_VENUE = VenueConfig(
     instruments=(
@@ -51,10 +62,30 @@ DEMO_VENUE = VenueConfig(
 )
 
 
+def strategy_name(n: int) -> str:
+    return f"strategy-{n}"
+
+
+def demo_keyring(directory: Path, strategies: int) -> Keyring:
+    """Keys for a CURVE venue and its clients: each strategy's entitled to that strategy only."""
+    ring = Keyring(directory, "venue")
+    for n in range(1, strategies + 1):
+        ring.add(strategy_name(n), "strategy", [strategy_name(n)])
+    ring.add(MONITOR, "monitor")
+    ring.add(ADMIN, "admin")  # status is a control command: admins only
+    return ring
+
+
 def run_strategies(
-    venue: VenueProcess, strategies: int, orders: int, seed: int, monitor: BlockingMonitor
+    venue: VenueProcess,
+    strategies: int,
+    orders: int,
+    seed: int,
+    monitor: BlockingMonitor,
+    ring: Keyring | None = None,
 ) -> tuple[list[dict[str, Any]], Counter[str]]:
-    """Run the trader processes to the end while the monitor follows every event."""
+    """Run the trader processes to the end while the monitor follows every event. With ``ring``,
+    each trader connects with its strategy's key (given in its environment)."""
     assert venue.endpoints is not None
     processes = [
         subprocess.Popen(
@@ -63,7 +94,7 @@ def run_strategies(
                 "-m",
                 "mock_venue.trader",
                 "--strategy",
-                f"strategy-{n}",
+                strategy_name(n),
                 "--orders",
                 str(orders),
                 "--seed",
@@ -75,6 +106,7 @@ def run_strategies(
             ],
             stdout=subprocess.PIPE,
             text=True,
+            env=None if ring is None else {**os.environ, **ring.env(strategy_name(n))},
         )
         for n in range(1, strategies + 1)
     ]
@@ -103,22 +135,43 @@ def catch_up(monitor: BlockingMonitor, seen: Counter[str], venue_seq: int, timeo
 @click.option("--strategies", default=3, show_default=True, help="Strategy processes.")
 @click.option("--orders", default=200, show_default=True, help="Orders per strategy.")
 @click.option("--seed", default=1, show_default=True, help="Seed of venue and strategies.")
-def main(strategies: int, orders: int, seed: int) -> None:
+@click.option(
+    "--curve",
+    is_flag=True,
+    help="CURVE and entitlements: the venue, each strategy and the monitor with their own keys.",
+)
+def main(strategies: int, orders: int, seed: int, curve: bool) -> None:
     """Run a venue and STRATEGIES strategy processes against it, then summarise."""
     # Piped output has no terminal to measure: fall back to a width the table fits in.
     console = Console(width=shutil.get_terminal_size((120, 24)).columns)
     started = time.perf_counter()
-    with VenueProcess(DEMO_VENUE, seed=seed) as venue:
+    with contextlib.ExitStack() as stack:
+        ring = None
+        if curve:
+            keys = stack.enter_context(tempfile.TemporaryDirectory(prefix="orderbus-demo-keys-"))
+            ring = demo_keyring(Path(keys), strategies)
+        server_args = () if ring is None else ring.server_args()
+        venue = stack.enter_context(VenueProcess(DEMO_VENUE, seed=seed, extra_args=server_args))
         assert venue.endpoints is not None
         console.print(
             f"venue up: command {venue.endpoints.command}, events {venue.endpoints.events}; "
             f"starting {strategies} strategy processes x {orders} orders"
         )
+        if ring is not None:
+            console.print(
+                f"CURVE: the venue's key and entitlements in {ring.directory}; {strategies} "
+                "strategy keys (each entitled to its own strategy), a monitor key, an admin key "
+                "(for the status query)"
+            )
         with BlockingMonitor(
-            command=venue.endpoints.command, events=venue.endpoints.events
+            command=venue.endpoints.command,
+            events=venue.endpoints.events,
+            keys=None if ring is None else ring.keys(MONITOR),
         ) as monitor:
-            results, seen = run_strategies(venue, strategies, orders, seed, monitor)
-            control = BlockingControlClient(venue.endpoints.control)
+            results, seen = run_strategies(venue, strategies, orders, seed, monitor, ring)
+            control = BlockingControlClient(
+                venue.endpoints.control, keys=None if ring is None else ring.keys(ADMIN)
+            )
             try:
                 status = control.status()
             finally:
@@ -158,6 +211,12 @@ def main(strategies: int, orders: int, seed: int) -> None:
         f"venue: {status.orders} orders, {status.venue_seq} events; monitor saw "
         f"{sum(seen.values())} events; {status.protocol_errors} protocol errors"
     )
+    if ring is not None:
+        console.print(
+            f"security: {status.security.mode}, {status.security.keys} keys entitled, "
+            f"{status.security.refused} refused, "
+            f"{status.security.handshakes_denied} handshakes denied"
+        )
     if problems or sum(seen.values()) != status.venue_seq:
         raise click.ClickException("the strategies, the monitor and the venue disagree")
     console.print("every event delivered exactly once; strategies, monitor and venue agree")

@@ -86,12 +86,25 @@ def _control_value(adapter: TypeAdapter[Decimal], value: object, what: str) -> D
         raise VenueControlError(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
 
 
+OPEN_ORDERS_PAGE = 1000
+"""Most orders one answer to ``list_open_orders`` (or a sync) carries: ask on for the rest."""
+
+
 class VenueEngine:
     """A deterministic mock venue. Feed it requests with ``handle``; call ``advance`` whenever the
     clock may have moved; publish and answer exactly the outputs it returns, in order. The faults
-    in force are in ``faults``."""
+    in force are in ``faults``. Order and fill ids are ``<venue_id>-<n>`` and
+    ``<venue_id>-F<n>``, or with ``id_tag`` ``<venue_id>-<id_tag>-<n>`` (a served venue tags them
+    with its session, so that they stay unique across sessions)."""
 
-    def __init__(self, config: VenueConfig, *, clock: Clock, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: VenueConfig,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        id_tag: str | None = None,
+    ) -> None:
         self.config = config
         self._clock = clock
         now = clock.now()
@@ -100,9 +113,8 @@ class VenueEngine:
         self._instruments = {i.symbol: i for i in config.instruments}
         self._timers = Timers(now)
         self._out = Outbox(self._timers)
-        self._book = OrderBook(
-            config.venue_id, self._instruments, outbox=self._out, timers=self._timers
-        )
+        prefix = config.venue_id if id_tag is None else f"{config.venue_id}-{id_tag}"
+        self._book = OrderBook(prefix, self._instruments, outbox=self._out, timers=self._timers)
         price_rngs = price_path_rngs(self._instruments, rng)
         # Drawn after the price paths, so adding it left every seeded price path as it was.
         self.faults = FaultBook(random.Random(rng.getrandbits(64)))
@@ -117,22 +129,39 @@ class VenueEngine:
         """Process one request; ``token`` comes back on its ``Respond``."""
         self._timers.run_until(self._clock.now())
         match request:
-            case QueryOrder():
-                order = self._book.get(request.strategy_id, request.client_order_id)
-                if order is None:
-                    self._out.reject(token, ErrorReason.UNKNOWN_ORDER, request.client_order_id)
-                else:
-                    self._out.respond(token, snapshot(order))
-            case ListOpenOrders():
-                self._out.respond(token, self.open_orders(request.strategy_id, request.instrument))
+            case QueryOrder() | ListOpenOrders():
+                self._out.respond(token, self.read(request))
             case _:
                 self._order_request(request, token)
         return self._out.drain()
 
-    def advance(self) -> list[Output]:
-        """Run everything due by the clock's current time."""
-        self._timers.run_until(self._clock.now())
+    def read(self, request: QueryOrder | ListOpenOrders) -> OrderSnapshot | OpenOrders | Rejection:
+        """The answer to a read-only request, as things stand: nothing changes, no timer runs."""
+        if isinstance(request, ListOpenOrders):
+            page = OPEN_ORDERS_PAGE
+            return self.open_orders(
+                request.strategy_id, request.instrument, after=request.after, limit=page
+            )
+        order = self._book.get(request.strategy_id, request.client_order_id)
+        if order is None:
+            return Rejection(
+                reason=ErrorReason.UNKNOWN_ORDER,
+                message="unknown order",
+                client_order_id=request.client_order_id,
+            )
+        return snapshot(order)
+
+    def advance(self, limit: int | None = None) -> list[Output]:
+        """Run everything due by the clock's current time (at most ``limit`` timers: ``behind``
+        tells whether more are due)."""
+        self._timers.run_until(self._clock.now(), limit)
         return self._out.drain()
+
+    @property
+    def behind(self) -> bool:
+        """Timers are due that have not run (an ``advance`` with a limit stopped short)."""
+        due = self._timers.next_at()
+        return due is not None and due <= self._clock.now()
 
     def next_timer_at(self) -> datetime | None:
         """When ``advance`` next has work to do, if ever."""
@@ -143,11 +172,14 @@ class VenueEngine:
         order = self._book.get(strategy_id, client_order_id)
         return None if order is None else snapshot(order)
 
-    def open_orders(self, strategy_id: str, instrument: str | None = None) -> OpenOrders:
-        """A strategy's open orders, oldest first."""
+    def open_orders(
+        self, strategy_id: str, instrument: str | None = None, *, after: int = 0, limit: int = 0
+    ) -> OpenOrders:
+        """A strategy's open orders, oldest first: all, or (``limit``) a page of them after the
+        cursor ``after``, with ``next_after`` set when more follow."""
+        orders, more = self._book.open_orders(strategy_id, instrument, after, limit or None)
         return OpenOrders(
-            strategy_id=strategy_id,
-            orders=tuple(snapshot(o) for o in self._book.open_orders(strategy_id, instrument)),
+            strategy_id=strategy_id, orders=tuple(snapshot(o) for o in orders), next_after=more
         )
 
     def orders(self) -> Iterator[OrderSnapshot]:

@@ -9,7 +9,7 @@ transition and reports each one as it makes it; nothing else writes an order's s
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from mock_venue.config import InstrumentConfig
 from mock_venue.control import VenueControlError
+from mock_venue.open_index import OpenIndex
 from ports.enums import (
     AckAction,
     CancelReason,
@@ -207,6 +208,7 @@ class OrderBook:
         self._timers = timers
         self._orders: dict[tuple[str, str], Order] = {}
         self._open: dict[str, dict[tuple[str, str], Order]] = {s: {} for s in symbols}
+        self._by_strategy = OpenIndex()
         self._order_ids = 0
         self._fill_ids = 0
 
@@ -228,11 +230,11 @@ class OrderBook:
             raise VenueControlError(f"order {client_order_id!r} is {order.status.value}")
         return order
 
-    def open_orders(self, strategy_id: str, instrument: str | None) -> Iterator[Order]:
-        """A strategy's open orders (on ``instrument``, or all), oldest first."""
-        books = [self._open.get(instrument, {})] if instrument else list(self._open.values())
-        orders = [o for book in books for o in book.values() if o.terms.strategy_id == strategy_id]
-        return iter(sorted(orders, key=lambda o: o.number))
+    def open_orders(
+        self, strategy_id: str, instrument: str | None, after: int = 0, limit: int | None = None
+    ) -> tuple[list[Order], int | None]:
+        """A strategy's open orders, oldest first, a page at a time (``OpenIndex.page``)."""
+        return self._by_strategy.page(strategy_id, instrument, after, limit)
 
     def resting(self, symbol: str) -> list[Order]:
         """The open orders on ``symbol``, in the order they opened."""
@@ -267,6 +269,7 @@ class OrderBook:
         """PENDING_NEW -> NEW: on the book."""
         order.base = OrderStatus.NEW
         self._open[order.instrument.symbol][order.key] = order
+        self._by_strategy.add(order)
         self._out.report(order, ExecType.ACCEPTED)
         order.accepted_at, order.accepted_seq = self._timers.now, order.last_seq
 
@@ -343,7 +346,7 @@ class OrderBook:
             ):
                 order.cancel_on_accept = True
                 canceled.append(terms.client_order_id)
-        for order in list(self.open_orders(request.strategy_id, request.instrument)):
+        for order in self.open_orders(request.strategy_id, request.instrument)[0]:
             if request.side is not None and order.terms.side is not request.side:
                 continue
             if order.pending_change is not None and order.pending_change.kind is CANCEL:
@@ -368,6 +371,7 @@ class OrderBook:
         pending = None
         if not order.working:
             self._open[order.instrument.symbol].pop(order.key, None)
+            self._by_strategy.remove(order)
             pending, order.pending_change = order.pending_change, None
         self._out.report(
             order,

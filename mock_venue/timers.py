@@ -39,14 +39,20 @@ class Timers:
     def next_at(self) -> datetime | None:
         return self._heap[0].when if self._heap else None
 
-    def run_until(self, now: datetime) -> None:
-        """Run every action due by ``now``, in time order; ``now`` is then the current time."""
+    def run_until(self, now: datetime, limit: int | None = None) -> None:
+        """Run every action due by ``now``, in time order; ``now`` is then the current time.
+        With ``limit``, at most that many: if more are due, the current time is the last one
+        run's (``next_at() <= now`` tells)."""
         heap = self._heap
+        ran = 0
         while heap and heap[0].when <= now:
+            if ran == limit:
+                return
             timer = heapq.heappop(heap)
             # Timers act at their own time, so outputs do not depend on how often we are polled.
             self.now = max(self.now, timer.when)
             timer.action()
+            ran += 1
         self.now = max(self.now, now)
 
 

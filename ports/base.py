@@ -29,7 +29,6 @@ from ports.models import (
     CancelAllOrders,
     CancelOrder,
     ExecutionReport,
-    ListOpenOrders,
     OpenOrders,
     OrderRequest,
     OrderSnapshot,
@@ -38,6 +37,7 @@ from ports.models import (
     Reply,
     Request,
     SubmitOrder,
+    paged_open_orders,
 )
 from ports.order_execution_port import OrderExecutionPort, PortState
 from ports.streams import OrderHandle, UpdateStream
@@ -236,8 +236,13 @@ class PortBase(PortCore, OrderExecutionPort):
     async def open_orders(
         self, instrument: str | None = None, *, timeout: float | None = None
     ) -> tuple[OrderSnapshot, ...]:
-        request = ListOpenOrders(strategy_id=self._strategy_id, instrument=instrument)
-        return (await self._call(request, OpenOrders, timeout)).orders
+        pages = paged_open_orders(self._strategy_id, instrument)  # each page its own timeout
+        request = next(pages)
+        while True:
+            try:
+                request = pages.send(await self._call(request, OpenOrders, timeout))
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     # --- streams -----------------------------------------------------------------------------
 

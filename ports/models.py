@@ -9,17 +9,23 @@ is sent.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Generator
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Self
+from enum import StrEnum
+from typing import Annotated, Final, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
+    ValidationInfo,
     model_validator,
 )
 
@@ -41,14 +47,46 @@ Identifier = Annotated[
 ]
 """Client order ids, strategy ids and instruments: 1-64 chars of ``A-Z a-z 0-9 . _ : / -``."""
 
+
+def _text(value: object) -> object:
+    # Pydantic's lax enum check also takes bytes; a choice has one spelling, its string.
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, not {type(value).__name__}")
+
+
+_E = TypeVar("_E", bound=StrEnum)
+Choice = Annotated[_E, Strict(False), BeforeValidator(_text)]
+"""One of an enumeration's members, or its value as a string."""
+
+_DECIMAL_TEXT: Final = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+WIRE: Final = {"wire": True}
+"""Validation context of a model read off the wire: a decimal there is text only."""
+
+
+def _decimal(value: object, info: ValidationInfo) -> object:
+    # Decimal() itself takes "1_0", " 10" and full-width digits: a decimal's text is plain ASCII.
+    # On the wire a decimal is text only (a float is not exact); in Python, a Decimal, an int or
+    # a float (taken as the decimal it reads as) too.
+    if type(value) is str:
+        if _DECIMAL_TEXT.fullmatch(value):
+            return value
+    elif info.context is not WIRE and type(value) in (Decimal, int, float):
+        return value
+    raise ValueError("expected a decimal as a string of ASCII digits, like '10.25' or '1e2'")
+
+
+_Decimal = Annotated[Decimal, Strict(False), BeforeValidator(_decimal)]
+_Many = Strict(False)  # a tuple field also takes a list
+
 # Bounded so that every venue computation (lots, ticks, notionals) stays exact in Decimal's
 # default 28-digit context: a trillion units at a trillion, to twelve decimal places.
 MAX_AMOUNT = Decimal("1e12")
 """The largest quantity or price there is."""
-Quantity = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False)]
-Price = Annotated[Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False)]
-NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
-AveragePrice = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+Quantity = Annotated[_Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False)]
+Price = Annotated[_Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False)]
+NonNegative = Annotated[_Decimal, Field(ge=0, allow_inf_nan=False)]
+AveragePrice = Annotated[_Decimal, Field(gt=0, allow_inf_nan=False)]
 """A quantity-weighted average: as many decimals as the division gives."""
 
 
@@ -67,7 +105,9 @@ Instant = Annotated[AwareDatetime, AfterValidator(_in_utc_range)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: no coercion ("5" is not 5, bytes are not a string, an int is not an instant);
+    # choices, decimals and tuples say how they relax it.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -79,11 +119,11 @@ class SubmitOrder(_Model):
     client_order_id: Identifier
     strategy_id: Identifier
     instrument: Identifier
-    side: Side
+    side: Choice[Side]
     quantity: Quantity
-    order_type: OrderType
+    order_type: Choice[OrderType]
     limit_price: Price | None = None
-    time_in_force: TimeInForce = TimeInForce.DAY
+    time_in_force: Choice[TimeInForce] = TimeInForce.DAY
     expire_at: Instant | None = Field(
         default=None, description="The venue never executes the order after this instant."
     )
@@ -126,7 +166,7 @@ class CancelAllOrders(_Model):
 
     strategy_id: Identifier
     instrument: Identifier | None = None
-    side: Side | None = None
+    side: Choice[Side] | None = None
 
 
 class QueryOrder(_Model):
@@ -137,10 +177,12 @@ class QueryOrder(_Model):
 
 
 class ListOpenOrders(_Model):
-    """Ask for the strategy's open orders, optionally of one instrument."""
+    """Ask for the strategy's open orders, optionally of one instrument: from the oldest, or
+    from the cursor ``after`` a previous page's ``next_after`` gave."""
 
     strategy_id: Identifier
     instrument: Identifier | None = None
+    after: int = Field(default=0, ge=0)
 
 
 Request = SubmitOrder | AmendOrder | CancelOrder | CancelAllOrders | QueryOrder | ListOpenOrders
@@ -161,13 +203,13 @@ class OrderSnapshot(_Model):
     client_order_id: Identifier
     venue_order_id: str
     instrument: Identifier
-    side: Side
-    order_type: OrderType
-    time_in_force: TimeInForce
+    side: Choice[Side]
+    order_type: Choice[OrderType]
+    time_in_force: Choice[TimeInForce]
     quantity: NonNegative
     limit_price: Price | None
     expire_at: Instant | None
-    status: OrderStatus
+    status: Choice[OrderStatus]
     cum_qty: NonNegative
     leaves_qty: NonNegative
     avg_px: AveragePrice | None
@@ -179,7 +221,7 @@ class OrderSnapshot(_Model):
 class Acknowledgement(_Model):
     """The venue accepted a submit, amend or cancel; ``order`` is the order right after it."""
 
-    action: AckAction
+    action: Choice[AckAction]
     order: OrderSnapshot
 
 
@@ -187,23 +229,40 @@ class CancelAllAcknowledgement(_Model):
     """The venue canceled (or began to cancel) these orders."""
 
     strategy_id: Identifier
-    client_order_ids: tuple[Identifier, ...]
+    client_order_ids: Annotated[tuple[Identifier, ...], _Many]
 
 
 class OpenOrders(_Model):
-    """Reply to ``ListOpenOrders``, oldest order first."""
+    """Reply to ``ListOpenOrders``, oldest order first. A venue may answer a page at a time:
+    ``next_after`` set means more follow (ask again with ``after`` = it). The ports do."""
 
     strategy_id: Identifier
-    orders: tuple[OrderSnapshot, ...]
+    orders: Annotated[tuple[OrderSnapshot, ...], _Many]
+    next_after: int | None = Field(default=None, ge=0)
+
+
+def paged_open_orders(
+    strategy_id: str, instrument: str | None
+) -> Generator[ListOpenOrders, OpenOrders, tuple[OrderSnapshot, ...]]:
+    """The requests for all of a strategy's open orders, page by page: send each answer back;
+    the last ``send`` returns (``StopIteration.value``) every order, oldest first."""
+    orders: list[OrderSnapshot] = []
+    after = 0
+    while True:
+        page = yield ListOpenOrders(strategy_id=strategy_id, instrument=instrument, after=after)
+        orders += page.orders
+        if page.next_after is None:
+            return tuple(orders)
+        after = page.next_after
 
 
 class Rejection(_Model):
     """A failed request, as data: what travels instead of a reply. ``ports.errors`` turns it into
     the matching ``PortError``."""
 
-    reason: ErrorReason
+    reason: Choice[ErrorReason]
     message: str
-    outcome: Outcome = Outcome.DEFINITE
+    outcome: Choice[Outcome] = Outcome.DEFINITE
     retry_after: float | None = Field(default=None, ge=0)
     client_order_id: Identifier | None = None
 
@@ -221,7 +280,7 @@ class Fill(_Model):
     strategy_id: Identifier
     client_order_id: Identifier
     instrument: Identifier
-    side: Side
+    side: Choice[Side]
     quantity: Quantity
     price: Price
     venue_time: Instant
@@ -236,14 +295,14 @@ class ExecutionReport(_Model):
 
     seq: int = Field(ge=1)
     venue_seq: int = Field(ge=1)
-    exec_type: ExecType
-    status: OrderStatus
+    exec_type: Choice[ExecType]
+    status: Choice[OrderStatus]
     strategy_id: Identifier
     client_order_id: Identifier
     venue_order_id: str
     instrument: Identifier
-    side: Side
-    order_type: OrderType
+    side: Choice[Side]
+    order_type: Choice[OrderType]
     limit_price: Price | None
     quantity: NonNegative
     cum_qty: NonNegative
@@ -252,8 +311,8 @@ class ExecutionReport(_Model):
     last_qty: NonNegative = Decimal(0)
     last_px: Price | None = None
     fill_id: str | None = None
-    reject_reason: ErrorReason | None = None
-    cancel_reason: CancelReason | None = None
+    reject_reason: Choice[ErrorReason] | None = None
+    cancel_reason: Choice[CancelReason] | None = None
     text: str = ""
     venue_time: Instant
 
@@ -283,7 +342,7 @@ class PortEvent(_Model):
     for the ZeroMQ ports, the venue's logical clock for the in-process mock).
     """
 
-    kind: PortEventKind
+    kind: Choice[PortEventKind]
     time: Instant
     detail: str = ""
     client_order_id: Identifier | None = Field(

@@ -211,7 +211,7 @@ def test_a_refused_request_is_answered_with_its_id_never_executed_and_counted(
         assert envelope.body.reason is ErrorReason.NOT_AUTHORIZED
         assert envelope.body.outcome is Outcome.DEFINITE
     assert access.refused == 4
-    assert not venue.clients  # nothing of it was kept
+    assert venue.replies.clients == 0  # nothing of it was kept
     own = venue.receive(
         route, encode(limit("o1", strategy_id="alice"), request_id=9), alice_key(access)
     )

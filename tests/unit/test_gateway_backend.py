@@ -43,6 +43,7 @@ class Recorder:
         self.protocol = VenueProtocol(session="s", instance="i")
         self.unroutable_replies = 0
         self.security = SecurityStatus(mode="plaintext, loopback only")
+        self.limits = VenueProtocol(session="s", instance="i").limits_status(0)
         self.outputs: list[Output] = []
 
     def deliver(

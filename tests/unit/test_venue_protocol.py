@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import msgpack
 import pytest
+from pydantic import ValidationError
 
 from bus.codec import (
     HEARTBEAT_TOPIC,
@@ -22,6 +23,7 @@ from bus.codec import (
     encode,
     strategy_topic,
 )
+from bus.limits import ServerLimits
 from bus.venue_protocol import Execute, ReplayWanted, Reply, Route, VenueProtocol
 from mock_venue.clock import ManualClock
 from mock_venue.engine import Publish, VenueEngine
@@ -96,7 +98,7 @@ def test_the_same_request_id_of_another_client_is_another_request() -> None:
     venue = protocol()
     ack_for(venue, request(limit("o1"), 1, "c1"))
     assert isinstance(venue.receive(PEER, request(limit("o1"), 1, "c2")), Execute)
-    assert venue.clients == {"c1", "c2"}
+    assert isinstance(venue.receive(PEER, request(limit("o1"), 1, "c1")), Reply)  # c1's kept
 
 
 def test_a_request_without_a_client_id_is_known_by_its_connection() -> None:
@@ -151,7 +153,7 @@ def test_a_recall_token_stands_in_for_the_frame_and_gives_the_same_bytes() -> No
 
 
 def test_the_store_keeps_a_bounded_number_of_answers() -> None:
-    venue = VenueProtocol(session="s", instance="i", reply_cache_size=2)
+    venue = VenueProtocol(session="s", instance="i", limits=ServerLimits(replies_per_client=2))
     frames = [request(limit(f"o{n}"), n) for n in range(3)]
     for frame in frames:
         ack_for(venue, frame)
@@ -300,6 +302,11 @@ _UNREADABLE_LATER = "9999-12-31T23:59:59-01:00"
 def test_an_instant_no_peer_could_read_back_is_refused_at_the_edge_with_its_id(
     expire_at: str,
 ) -> None:
+    with pytest.raises(ValidationError, match="outside years 1-9999"):
+        limit("o1").model_validate(
+            {**limit("o1").model_dump(), "expire_at": datetime.fromisoformat(expire_at)}
+        )
+    # On the wire an instant is a Timestamp: the ISO text that once got through is not one.
     venue = protocol()
     body = {**limit("o1").model_dump(mode="json"), "expire_at": expire_at}
     frame = msgpack.packb({"v": 1, "t": "submit_order", "id": 8, "c": "c1", "b": body})
@@ -309,7 +316,7 @@ def test_an_instant_no_peer_could_read_back_is_refused_at_the_edge_with_its_id(
     assert reply.request_id == 8
     assert isinstance(reply.body, Rejection)
     assert reply.body.reason is ErrorReason.INVALID_REQUEST
-    assert "outside years 1-9999" in reply.body.message
+    assert "expire_at: Input should be a valid datetime" in reply.body.message
 
 
 def test_the_last_readable_instant_crosses_the_wire_unchanged() -> None:
@@ -344,3 +351,46 @@ def test_a_body_nested_too_deeply_to_read_is_refused_with_the_id_before_it() -> 
     assert reply.body.reason is ErrorReason.PROTOCOL_ERROR
     assert reply.body.message.startswith("not msgpack: ")
     assert reply.body.message != "not msgpack: "  # it says something
+
+
+_SUBMIT = limit("o1").model_dump(mode="json")
+
+
+@pytest.mark.parametrize(
+    ("envelope", "body", "reason"),
+    [
+        ({"v": True}, {}, ErrorReason.PROTOCOL_ERROR),
+        ({"v": 1.0}, {}, ErrorReason.PROTOCOL_ERROR),
+        ({"c": None}, {}, ErrorReason.PROTOCOL_ERROR),
+        ({"c": "c" * 129}, {}, ErrorReason.PROTOCOL_ERROR),
+        ({}, {"quantity": "1_0"}, ErrorReason.INVALID_REQUEST),
+        ({}, {"quantity": " 10"}, ErrorReason.INVALID_REQUEST),
+        ({}, {"quantity": "\uff11\uff10"}, ErrorReason.INVALID_REQUEST),  # full-width 10
+        ({}, {"quantity": 10}, ErrorReason.INVALID_REQUEST),
+        ({}, {"quantity": 10.0}, ErrorReason.INVALID_REQUEST),
+        ({}, {"limit_price": "NaN"}, ErrorReason.INVALID_REQUEST),
+        ({}, {"instrument": b"IMM"}, ErrorReason.INVALID_REQUEST),
+        ({}, {"side": b"buy"}, ErrorReason.INVALID_REQUEST),
+        ({}, {"time_in_force": "gtc", "expire_at": 1767603600}, ErrorReason.INVALID_REQUEST),
+    ],
+)  # fmt: skip
+def test_the_wire_is_read_strictly_as_the_protocol_document_says(
+    envelope: dict[str, object], body: dict[str, object], reason: ErrorReason
+) -> None:
+    # Each of these was once accepted (issue 12, section 3): every implementation must agree.
+    raw = {"v": 1, "t": "submit_order", "id": 3, "c": "c1", "b": {**_SUBMIT, **body}, **envelope}
+    effect = protocol().receive(PEER, msgpack.packb(raw))
+    assert isinstance(effect, Reply)
+    reply = decode(effect.frame, max_bytes=None)
+    assert reply.request_id == 3
+    assert isinstance(reply.body, Rejection)
+    assert reply.body.reason is reason
+
+
+def test_a_sequence_number_as_a_string_is_refused() -> None:
+    raw = {"v": 1, "t": "replay", "id": 4, "b": {"strategy_id": "s1", "from_seq": "1", "to_seq": 2}}
+    effect = protocol().receive(PEER, msgpack.packb(raw))
+    assert isinstance(effect, Reply)
+    reply = decode(effect.frame, max_bytes=None)
+    assert isinstance(reply.body, Rejection)
+    assert (reply.request_id, reply.body.reason) == (4, ErrorReason.INVALID_REQUEST)

@@ -1,0 +1,96 @@
+"""What a peer's traffic may grow, bounded: the reply store and the rate limit (issue 12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bus.codec import decode, encode
+from bus.limits import RateLimiter, ServerLimits
+from bus.reply_store import ReplyStore
+from bus.venue_protocol import Execute, Reply, Route, VenueProtocol
+from ports import ErrorReason, Outcome, Rejection
+from tests.contract.helpers import limit
+
+PEER = Route(b"peer", False)
+
+
+def test_a_clients_window_keeps_its_latest_answers() -> None:
+    store = ReplyStore(per_client=3)
+    for n in range(5):
+        store.put("c1", n, b"x" * 10)
+    assert [store.get("c1", n) for n in range(5)] == [None, None, b"x" * 10, b"x" * 10, b"x" * 10]
+    assert (store.entries, store.evicted, store.clients) == (3, 2, 1)
+
+
+def test_another_clients_flood_does_not_evict_a_quiet_clients_answers() -> None:
+    # Once one global cache: after ~10 s of another peer's failed cancels, a victim's resent
+    # amend was executed twice.
+    store = ReplyStore(per_client=1_000_000, max_bytes=200_000)
+    store.put("victim", 1, b"v" * 200)
+    for n in range(10_000):
+        store.put("flood", n, b"f" * 200)
+    assert store.get("victim", 1) == b"v" * 200
+    assert store.bytes <= store.max_bytes
+    assert store.get("flood", 9_999) is not None  # the flood loses its own oldest
+    assert store.get("flood", 0) is None
+
+
+def test_ever_new_client_ids_stay_within_the_byte_budget() -> None:
+    store = ReplyStore(max_bytes=100_000)
+    store.put("victim", 1, b"v" * 100)
+    for n in range(5_000):
+        store.put(f"c{n}" + "x" * 60, 1, b"y" * 100)
+    assert store.bytes <= store.max_bytes
+    assert store.clients < 5_000
+    assert store.get("victim", 1) is not None  # the oldest client, but no larger than any other
+
+
+def test_an_answer_kept_again_under_the_same_id_replaces_the_first() -> None:
+    store = ReplyStore()
+    store.put("c", 1, b"a" * 100)
+    store.put("c", 1, b"b" * 10)
+    assert (store.get("c", 1), store.entries) == (b"b" * 10, 1)
+    fresh = ReplyStore()
+    fresh.put("c", 1, b"b" * 10)
+    assert store.bytes == fresh.bytes  # the first one's bytes were given back
+
+
+def test_the_rate_limit_lets_a_burst_through_then_the_rate() -> None:
+    rate = RateLimiter(rate=10.0, burst=5, clients=100)
+    assert [rate.wait("c", 0.0) for _ in range(5)] == [None] * 5
+    wait = rate.wait("c", 0.0)
+    assert wait == pytest.approx(0.1)
+    assert rate.wait("other", 0.0) is None  # a bucket each
+    assert rate.wait("c", 0.1) is None  # one token refilled
+    assert rate.wait("c", 0.1) is not None
+    assert rate.throttled == 2
+
+
+def test_forgotten_clients_start_afresh_within_the_bound() -> None:
+    rate = RateLimiter(rate=1.0, burst=1, clients=2)
+    for client in ("a", "b", "c"):
+        assert rate.wait(client, 0.0) is None
+    assert rate.clients == 2
+    assert rate.wait("a", 0.0) is None  # "a" was the oldest: forgotten, a full bucket again
+
+
+def test_a_request_over_the_rate_is_refused_throttled_with_its_id_and_not_kept() -> None:
+    venue = VenueProtocol(
+        session="s", instance="i", limits=ServerLimits(requests_per_second=1.0, burst=1)
+    )
+    first = venue.receive(PEER, encode(limit("o1"), request_id=1, client_id="c"), now=0.0)
+    assert isinstance(first, Execute)
+    over = venue.receive(PEER, encode(limit("o2"), request_id=2, client_id="c"), now=0.5)
+    assert isinstance(over, Reply)
+    envelope = decode(over.frame, max_bytes=None)
+    assert envelope.request_id == 2
+    assert isinstance(envelope.body, Rejection)
+    assert envelope.body.reason is ErrorReason.THROTTLED
+    assert envelope.body.outcome is Outcome.DEFINITE
+    assert envelope.body.retry_after == pytest.approx(0.5)
+    assert envelope.body.client_order_id == "o2"
+    # Nothing was done or kept: the same request after retry_after is carried out.
+    again = venue.receive(PEER, encode(limit("o2"), request_id=2, client_id="c"), now=1.0)
+    assert isinstance(again, Execute)
+    status = venue.limits_status(0)
+    assert (status.throttled, status.rate_clients) == (1, 1)

@@ -13,7 +13,6 @@ import random
 import signal
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from bus.access import Access
 from bus.backend import Answer, GetStatus, Host, Output, Report
 from bus.codec import Sync, decode, encode
 from bus.curve import ServerKey
-from bus.limits import ServerLimits, throttled
+from bus.limits import ServerLimits
 from bus.server import Endpoints, Server
 from bus.venue_protocol import RequestKey
 from mock_venue.clock import Clock, ManualClock, PinnedClock, WallClock
@@ -44,8 +43,8 @@ from mock_venue.control import (
     Restate,
     VenueStatus,
 )
-from mock_venue.engine import OPEN_ORDERS_PAGE, Publish, Respond, VenueEngine
 from mock_venue.engine import Output as EngineOutput
+from mock_venue.engine import Publish, Respond, VenueEngine
 from mock_venue.faults import ActiveFault, Crash, Disconnect, Fault
 from mock_venue.journal import FsyncPolicy, Journal, JournalError, Recovered
 from mock_venue.journal import read as journal_read
@@ -64,8 +63,6 @@ _ENGINE_CONTROLS = (FillOrder, CancelUnsolicited, Restate, InjectFault, ClearFau
 STEP_TIMERS = 256
 """Timers one step runs at most on real time: the server's loop turns between steps, so a long
 backlog (an order sliced into many fills) holds up neither heartbeats nor other work for long."""
-MAX_WAITING = 100_000
-"""Requests held while the engine catches up; more are refused ``throttled``."""
 
 
 class EngineBackend:
@@ -108,8 +105,6 @@ class EngineBackend:
         self._replaying: list[bytes] | None = None  # a recovery's expected frames, else None
         self._submits: dict[RequestKey, tuple[str, str]] = {}
         self._limit = None if isinstance(self.clock, ManualClock) else STEP_TIMERS
-        # Requests that arrived while the engine was behind: run in order once it caught up.
-        self.waiting: deque[tuple[RequestKey, Request | Sync, bytes]] = deque()
         self._crash_at: float | None = None
         self._host: Host | None = None
         self.recovered_records = 0
@@ -150,19 +145,10 @@ class EngineBackend:
             self._control_command(InjectFault(fault=fault))
 
     def execute(self, key: RequestKey, request: Request | Sync, frame: bytes) -> None:
-        if not self.waiting:
-            self._advance()  # timers due run first, as their own journaled step
-            if not self.engine.behind:
-                self._run(key, request, frame)
-                return
-        if len(self.waiting) >= MAX_WAITING:
-            self._deliver([Answer(key, throttled(request, 0.1, "the venue is catching up"))])
-            return
-        self.waiting.append((key, request, frame))
-
-    def _run(self, key: RequestKey, request: Request | Sync, frame: bytes) -> None:
+        self._advance()  # timers due run first, as their own journaled (bounded) step
         if isinstance(request, Sync):  # not a step: nothing changes
-            first = self.engine.open_orders(request.strategy_id, limit=OPEN_ORDERS_PAGE)
+            page = self._config.open_orders_page
+            first = self.engine.open_orders(request.strategy_id, limit=page)
             self._deliver([Answer(key, first)])
             return
         if isinstance(request, QueryOrder | ListOpenOrders):  # reads: nothing to journal
@@ -182,8 +168,6 @@ class EngineBackend:
             os.kill(os.getpid(), signal.SIGKILL)  # a Crash fault: as abrupt as it gets
         if not isinstance(self.clock, ManualClock):
             self._advance()
-            while self.waiting and not self.engine.behind:
-                self._run(*self.waiting.popleft())
         if self._journal is not None:
             self._journal.tick()
 
@@ -210,9 +194,21 @@ class EngineBackend:
 
     # --- engine steps: each one pinned in time, journaled, then sent ----------------------------
 
-    def _step_time(self) -> datetime:
+    @property
+    def behind(self) -> bool:
+        """Timers are due by the clock that have not run: bounded steps are catching up."""
+        due = self.engine.next_timer_at()
+        return due is not None and due <= self.clock.now()
+
+    def _step_time(self, *, advancing: bool = False) -> datetime:
+        """Pin the engine's clock for one step. A request or control command that comes while
+        the engine is behind (its bounded steps have not run all that is due) takes effect at
+        the engine's own time, as if it had come then: it neither waits for the backlog nor
+        runs it."""
         if self._replaying is None:
             self._pinned.pin(self.clock.now())
+            if not advancing and self.behind:
+                self._pinned.pin(self.engine.time)
         return self._pinned.now()
 
     def _advance(self, *, always: bool = False) -> None:
@@ -220,7 +216,7 @@ class EngineBackend:
         due = self.engine.next_timer_at()
         if not always and due is None:
             return
-        at = self._step_time()
+        at = self._step_time(advancing=True)
         if not always and due is not None and due > at:
             return
         self._step(self.engine.advance(self._limit), {"k": "a", "t": at, "n": self._limit})

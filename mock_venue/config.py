@@ -73,6 +73,9 @@ class VenueConfig(_Config):
     trading_day_end: time = Field(
         default=time(21, 0, tzinfo=UTC), description="DAY orders still working expire here."
     )
+    open_orders_page: int = Field(
+        default=1000, ge=1, le=10_000, description="Most open orders one answer carries."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:

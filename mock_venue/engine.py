@@ -86,10 +86,6 @@ def _control_value(adapter: TypeAdapter[Decimal], value: object, what: str) -> D
         raise VenueControlError(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
 
 
-OPEN_ORDERS_PAGE = 1000
-"""Most orders one answer to ``list_open_orders`` (or a sync) carries: ask on for the rest."""
-
-
 class VenueEngine:
     """A deterministic mock venue. Feed it requests with ``handle``; call ``advance`` whenever the
     clock may have moved; publish and answer exactly the outputs it returns, in order. The faults
@@ -138,7 +134,7 @@ class VenueEngine:
     def read(self, request: QueryOrder | ListOpenOrders) -> OrderSnapshot | OpenOrders | Rejection:
         """The answer to a read-only request, as things stand: nothing changes, no timer runs."""
         if isinstance(request, ListOpenOrders):
-            page = OPEN_ORDERS_PAGE
+            page = self.config.open_orders_page
             return self.open_orders(
                 request.strategy_id, request.instrument, after=request.after, limit=page
             )
@@ -152,16 +148,15 @@ class VenueEngine:
         return snapshot(order)
 
     def advance(self, limit: int | None = None) -> list[Output]:
-        """Run everything due by the clock's current time (at most ``limit`` timers: ``behind``
-        tells whether more are due)."""
+        """Run everything due by the clock's current time (at most ``limit`` timers: then
+        ``next_timer_at`` may still be due)."""
         self._timers.run_until(self._clock.now(), limit)
         return self._out.drain()
 
     @property
-    def behind(self) -> bool:
-        """Timers are due that have not run (an ``advance`` with a limit stopped short)."""
-        due = self._timers.next_at()
-        return due is not None and due <= self._clock.now()
+    def time(self) -> datetime:
+        """The engine's own time: the clock's at the last step, or the last timer it ran."""
+        return self._timers.now
 
     def next_timer_at(self) -> datetime | None:
         """When ``advance`` next has work to do, if ever."""

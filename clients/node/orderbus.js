@@ -463,8 +463,19 @@ export class OrderBusClient extends EventEmitter {
     });
   }
 
-  openOrders({ instrument = null } = {}) {
-    return this.request("list_open_orders", { strategy_id: this.strategyId, instrument });
+  /** Every open order, page by page (3.4: `next_after`): one `open_orders` body with all. */
+  async openOrders({ instrument = null } = {}) {
+    const orders = [];
+    let after = 0;
+    for (;;) {
+      const body = { strategy_id: this.strategyId, instrument, after };
+      const page = await this.request("list_open_orders", body);
+      orders.push(...page.orders);
+      if (page.next_after === null || page.next_after === undefined) {
+        return { ...page, orders };
+      }
+      after = page.next_after;
+    }
   }
 
   // --- Sync (5.5) ------------------------------------------------------------------------------

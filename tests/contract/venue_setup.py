@@ -18,6 +18,7 @@ START = DEFAULT_START
 SEED = 7
 
 CONTRACT_VENUE = VenueConfig(
+    open_orders_page=2,  # every open_orders() and sync of the suite crosses pages
     instruments=(
         # Fills in full on acceptance; rejects above 1,000.
         InstrumentConfig(
@@ -45,5 +46,5 @@ CONTRACT_VENUE = VenueConfig(
             lot_size=Decimal(10),
             fill_model=ManualFill(),
         ),
-    )
+    ),
 )

@@ -94,3 +94,19 @@ def test_a_request_over_the_rate_is_refused_throttled_with_its_id_and_not_kept()
     assert isinstance(again, Execute)
     status = venue.limits_status(0)
     assert (status.throttled, status.rate_clients) == (1, 1)
+
+
+def test_a_victims_resent_request_is_answered_from_its_window_after_anothers_flood() -> None:
+    venue = VenueProtocol(session="s", instance="i", limits=ServerLimits(reply_bytes=100_000))
+    victim = encode(limit("v1"), request_id=1, client_id="victim")
+    first = venue.receive(PEER, victim)
+    assert isinstance(first, Execute)
+    venue.answer(first.key, Rejection(reason=ErrorReason.UNKNOWN_ORDER, message="x" * 100))
+    for n in range(5_000):  # another peer's failed cancels, each answer kept for its retries
+        flood = venue.receive(PEER, encode(limit(f"f{n}"), request_id=n, client_id="flood"))
+        assert isinstance(flood, Execute)
+        venue.answer(flood.key, Rejection(reason=ErrorReason.UNKNOWN_ORDER, message="y" * 100))
+    assert venue.replies.bytes <= 100_000
+    again = venue.receive(PEER, victim)
+    assert isinstance(again, Reply)  # the stored answer: not executed a second time
+    assert venue.limits_status(0).replies_evicted > 0  # the flood lost its own oldest

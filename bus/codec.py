@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from ports.enums import ErrorReason
 from ports.models import (
-    WIRE,
     Acknowledgement,
     AmendOrder,
     CancelAllAcknowledgement,
@@ -282,7 +281,7 @@ def decode(
             f"unknown envelope fields {unknown}", request_id=request_id, client_id=client_id
         )
     try:
-        body = model.model_validate(raw.get("b"), context=WIRE)
+        body = model.model_validate(raw.get("b"))
     except ValidationError as exc:
         raise WireError(
             f"invalid {raw['t']}: {_summary(exc)}",

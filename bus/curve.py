@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import zmq
 import zmq.auth
@@ -98,8 +98,14 @@ class ClientKeys:
         socket.curve_secretkey = self.secret
 
 
+PLAINTEXT: Final = ClientKeys(b"", b"", b"")
+"""``keys=PLAINTEXT``: connect without CURVE, whatever the environment names."""
+
+
 def resolve(keys: ClientKeys | None) -> ClientKeys | None:
-    """``keys``, or those the environment names."""
+    """``keys``, or those the environment names (None for ``PLAINTEXT``: no CURVE)."""
+    if keys is PLAINTEXT:
+        return None
     return keys if keys is not None else ClientKeys.from_env()
 
 

@@ -47,11 +47,14 @@ def entitle(path: Path, name: str, key: Path, role: Role, strategies: tuple[str,
     _replace(path, yaml.safe_dump(data, sort_keys=False))
 
 
-def revoke(path: Path, name: str) -> None:
-    """Remove ``name`` from the entitlements file (takes effect when the server reloads it)."""
+def revoke(path: Path, name: str) -> bool:
+    """Remove ``name`` from the entitlements file (takes effect when the server reloads it).
+    False: it was not listed."""
     data = yaml.safe_load(path.read_text()) or {}
-    data["clients"] = [c for c in data.get("clients", []) if c.get("name") != name]
+    clients = data.get("clients", [])
+    data["clients"] = [c for c in clients if c.get("name") != name]
     _replace(path, yaml.safe_dump(data, sort_keys=False))
+    return len(data["clients"]) < len(clients)
 
 
 def _replace(path: Path, text: str) -> None:

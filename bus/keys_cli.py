@@ -24,6 +24,7 @@ from bus.curve import (
     read_key,
 )
 from bus.keyring import entitle, new_key_pair
+from bus.keyring import revoke as revoke_key
 from ports.models import Rejection
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -123,6 +124,18 @@ def new(
     if entitlements is not None:
         entitle(entitlements, name, directory / f"{name}.key", Role(role), strategies)
     click.echo(str(secret))
+
+
+@keys.command()
+@click.argument("name")
+@click.option("--entitlements", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              required=True, help="The entitlements file to remove NAME from.")  # fmt: skip
+def revoke(name: str, entitlements: Path) -> None:
+    """Remove NAME from the entitlements; it loses access when the server reloads them
+    (SIGHUP or 'orderbus keys reload')."""
+    if not revoke_key(entitlements, name):
+        raise click.ClickException(f"{name} is not listed in {entitlements}")
+    click.echo(f"{name} removed from {entitlements}: reload the server")
 
 
 @keys.command("reload")

@@ -78,10 +78,10 @@ _PRICE: TypeAdapter[Decimal] = TypeAdapter(Price)
 
 
 def _control_value(adapter: TypeAdapter[Decimal], value: object, what: str) -> Decimal:
-    """A quantity or price a control command gives: what reports carry is built unvalidated, so
-    it is checked here, before the engine changes anything."""
+    """A quantity or price a control command gives (a float: the decimal it reads as), checked
+    here, before the engine changes anything: what reports carry is built unvalidated."""
     try:
-        return adapter.validate_python(value)
+        return adapter.validate_python(repr(value) if type(value) is float else value)
     except ValidationError as error:
         raise VenueControlError(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
 

@@ -8,6 +8,9 @@ Installed with orderbus (entry point ``pytest11``); nothing to configure. Fixtur
 - ``venue_control`` (async) / ``blocking_venue_control``: scripted fills, logical time, faults.
 - ``order_port`` (async, ``ZmqOrderExecutionPort``) / ``blocking_order_port``: an open port for
   ``strategy_id`` (override the ``strategy_id`` fixture to rename it).
+- ``mock_venue_curve``: override to return True and the venue runs with CURVE keys
+  (``mock_venue_keyring``): the ports connect with a key entitled to ``strategy_id`` only, the
+  control fixtures with an admin key.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from bus.access import Role
 from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
+from bus.curve import ClientKeys
+from bus.keyring import Keyring
 from bus.server import Endpoints
 from mock_venue.config import DEFAULT_INSTRUMENTS, VenueConfig
 from mock_venue.control_client import BlockingControlClient, ControlClient
@@ -59,12 +65,38 @@ def strategy_id() -> str:
     return "test-strategy"
 
 
+ADMIN = "admin"
+"""The name of the keyring's admin key, which the control fixtures use."""
+
+
+@pytest.fixture
+def mock_venue_curve() -> bool:
+    """True: the venue runs with CURVE keys and entitlements (``mock_venue_keyring``)."""
+    return False
+
+
+@pytest.fixture
+def mock_venue_keyring(
+    mock_venue_curve: bool, strategy_id: str, tmp_path_factory: pytest.TempPathFactory
+) -> Keyring | None:
+    """With ``mock_venue_curve``: the venue's keys, an admin key (``ADMIN``) and a key named
+    after ``strategy_id``, entitled to it alone. Add more in an override, before the venue
+    starts: ``ring.add("other", strategies=["other"])``, then ``ring.keys("other")``."""
+    if not mock_venue_curve:
+        return None
+    ring = Keyring(tmp_path_factory.mktemp("keys"))
+    ring.add(ADMIN, Role.ADMIN)
+    ring.add(strategy_id, Role.STRATEGY, [strategy_id])
+    return ring
+
+
 @pytest.fixture
 def mock_venue(
     mock_venue_config: VenueConfig,
     mock_venue_clock: str,
     mock_venue_seed: int,
     mock_venue_journal: Path | None,
+    mock_venue_keyring: Keyring | None,
 ) -> Iterator[VenueProcess]:
     """A venue process for this test; its endpoints are ``mock_venue.endpoints``."""
     process = VenueProcess(
@@ -72,6 +104,7 @@ def mock_venue(
         seed=mock_venue_seed,
         clock=mock_venue_clock,
         journal=mock_venue_journal,
+        extra_args=() if mock_venue_keyring is None else mock_venue_keyring.server_args(),
     )
     process.start()
     try:
@@ -91,17 +124,27 @@ def _retry_throttled(venue: VenueProcess) -> bool:
     return venue.clock != "manual"
 
 
+def _keys(ring: Keyring | None, name: str) -> ClientKeys | None:
+    return None if ring is None else ring.keys(name)
+
+
 @pytest_asyncio.fixture
-async def venue_control(mock_venue: VenueProcess) -> AsyncIterator[ControlClient]:
+async def venue_control(
+    mock_venue: VenueProcess, mock_venue_keyring: Keyring | None
+) -> AsyncIterator[ControlClient]:
     """Control of the venue from an async test: ``await venue_control.fill(...)``."""
-    async with ControlClient(_endpoints(mock_venue).control) as control:
+    keys = _keys(mock_venue_keyring, ADMIN)
+    async with ControlClient(_endpoints(mock_venue).control, keys=keys) as control:
         yield control
 
 
 @pytest.fixture
-def blocking_venue_control(mock_venue: VenueProcess) -> Iterator[BlockingControlClient]:
+def blocking_venue_control(
+    mock_venue: VenueProcess, mock_venue_keyring: Keyring | None
+) -> Iterator[BlockingControlClient]:
     """Control of the venue from a plain test: ``blocking_venue_control.fill(...)``."""
-    control = BlockingControlClient(_endpoints(mock_venue).control)
+    keys = _keys(mock_venue_keyring, ADMIN)
+    control = BlockingControlClient(_endpoints(mock_venue).control, keys=keys)
     try:
         yield control
     finally:
@@ -110,7 +153,7 @@ def blocking_venue_control(mock_venue: VenueProcess) -> Iterator[BlockingControl
 
 @pytest_asyncio.fixture
 async def order_port(
-    mock_venue: VenueProcess, strategy_id: str
+    mock_venue: VenueProcess, strategy_id: str, mock_venue_keyring: Keyring | None
 ) -> AsyncIterator[ZmqOrderExecutionPort]:
     """An open asyncio port on the venue."""
     endpoints = _endpoints(mock_venue)
@@ -119,6 +162,7 @@ async def order_port(
         command=endpoints.command,
         events=endpoints.events,
         retry_throttled=_retry_throttled(mock_venue),
+        keys=_keys(mock_venue_keyring, strategy_id),
     )
     async with port:
         yield port
@@ -126,7 +170,7 @@ async def order_port(
 
 @pytest.fixture
 def blocking_order_port(
-    mock_venue: VenueProcess, strategy_id: str
+    mock_venue: VenueProcess, strategy_id: str, mock_venue_keyring: Keyring | None
 ) -> Iterator[BlockingOrderExecutionPort]:
     """An open blocking port on the venue."""
     endpoints = _endpoints(mock_venue)
@@ -135,5 +179,6 @@ def blocking_order_port(
         command=endpoints.command,
         events=endpoints.events,
         retry_throttled=_retry_throttled(mock_venue),
+        keys=_keys(mock_venue_keyring, strategy_id),
     ) as port:
         yield port

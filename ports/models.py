@@ -23,11 +23,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     Strict,
     StringConstraints,
-    ValidationInfo,
     model_validator,
 )
+from pydantic_core import core_schema
 
 from ports.enums import (
     AckAction,
@@ -48,45 +49,60 @@ Identifier = Annotated[
 """Client order ids, strategy ids and instruments: 1-64 chars of ``A-Z a-z 0-9 . _ : / -``."""
 
 
-def _text(value: object) -> object:
-    # Pydantic's lax enum check also takes bytes; a choice has one spelling, its string.
-    if isinstance(value, str):
-        return value
-    raise ValueError(f"expected a string, not {type(value).__name__}")
+class _Choice:
+    """Validates a member of the enumeration, or its value as a string, in pydantic-core (no
+    Python call); pydantic's lax enum check would also take bytes."""
+
+    def __get_pydantic_core_schema__(
+        self, source: type[StrEnum], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        members = list(source.__members__.values())
+        value = core_schema.enum_schema(source, members, sub_type="str", strict=False)
+        member = core_schema.enum_schema(source, members, sub_type="str", strict=True)
+        text = core_schema.chain_schema([core_schema.str_schema(strict=True), value])
+        expected = " or ".join(repr(m.value) for m in members)
+        return core_schema.union_schema(
+            [text, member],
+            mode="left_to_right",
+            custom_error_type="choice",
+            custom_error_message=f"Input should be {expected}",
+        )
 
 
 _E = TypeVar("_E", bound=StrEnum)
-Choice = Annotated[_E, Strict(False), BeforeValidator(_text)]
+Choice = Annotated[_E, _Choice()]
 """One of an enumeration's members, or its value as a string."""
 
 _DECIMAL_TEXT: Final = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-WIRE: Final = {"wire": True}
-"""Validation context of a model read off the wire: a decimal there is text only."""
 
 
-def _decimal(value: object, info: ValidationInfo) -> object:
-    # Decimal() itself takes "1_0", " 10" and full-width digits: a decimal's text is plain ASCII.
-    # On the wire a decimal is text only (a float is not exact); in Python, a Decimal, an int or
-    # a float (taken as the decimal it reads as) too.
+def _decimal(value: object) -> object:
+    # Decimal() itself takes "1_0", " 10" and full-width digits, and a float is not exact: a
+    # decimal is a Decimal, an int, or its plain ASCII text (on the wire: text, or an int).
     if type(value) is str:
         if _DECIMAL_TEXT.fullmatch(value):
             return value
-    elif info.context is not WIRE and type(value) in (Decimal, int, float):
+    elif type(value) is Decimal or type(value) is int:
         return value
+    elif type(value) is float:
+        raise ValueError("a float is not exact: give a decimal as a Decimal or as text")
     raise ValueError("expected a decimal as a string of ASCII digits, like '10.25' or '1e2'")
 
 
-_Decimal = Annotated[Decimal, Strict(False), BeforeValidator(_decimal)]
+_TEXT_OR_DECIMAL = BeforeValidator(_decimal)
 _Many = Strict(False)  # a tuple field also takes a list
 
 # Bounded so that every venue computation (lots, ticks, notionals) stays exact in Decimal's
 # default 28-digit context: a trillion units at a trillion, to twelve decimal places.
 MAX_AMOUNT = Decimal("1e12")
 """The largest quantity or price there is."""
-Quantity = Annotated[_Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False)]
-Price = Annotated[_Decimal, Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False)]
-NonNegative = Annotated[_Decimal, Field(ge=0, allow_inf_nan=False)]
-AveragePrice = Annotated[_Decimal, Field(gt=0, allow_inf_nan=False)]
+# The constraints come first, so that pydantic-core checks them on the decimal itself (after the
+# text check, they would each be a Python call).
+_AMOUNT = Field(gt=0, le=MAX_AMOUNT, decimal_places=12, allow_inf_nan=False, strict=False)
+Quantity = Annotated[Decimal, _AMOUNT, _TEXT_OR_DECIMAL]
+Price = Annotated[Decimal, _AMOUNT, _TEXT_OR_DECIMAL]
+NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, strict=False), _TEXT_OR_DECIMAL]
+AveragePrice = Annotated[Decimal, Field(gt=0, allow_inf_nan=False, strict=False), _TEXT_OR_DECIMAL]
 """A quantity-weighted average: as many decimals as the division gives."""
 
 

@@ -3,7 +3,7 @@
 //
 //   node demo.js --command tcp://127.0.0.1:5555 --events tcp://127.0.0.1:5556 --strategy node-1
 //
-// Against a server with a key add --server-key server.key --client-key node-1.key_secret (or set
+// Against a server with a key add --server-public-key server.key --client-key node-1.key_secret (or set
 // ORDERBUS_SERVER_KEY and ORDERBUS_CLIENT_KEY).
 //
 // 1. connects and syncs;
@@ -32,7 +32,8 @@ const USAGE = `usage: node demo.js --command ENDPOINT --events ENDPOINT [options
   --rest-instrument SYM     an instrument whose orders rest (manual fills) (default HOOLI)
   --rest-qty QTY            (default 10)
   --rest-price PX           (default 49.50)
-  --server-key FILE         the server's public key (NAME.key) for CURVE (env ORDERBUS_SERVER_KEY)
+  --server-public-key FILE  the server's public key (NAME.key) for CURVE (env ORDERBUS_SERVER_KEY;
+                            --server-key is the same)
   --client-key FILE         this client's secret key (NAME.key_secret) (env ORDERBUS_CLIENT_KEY)
   --heartbeats N            at the end, wait for N heartbeats of the strategy (default 0)
   --timeout SECONDS         deadline of each wait (default 10)
@@ -56,6 +57,7 @@ try {
       "rest-instrument": { type: "string", default: "HOOLI" },
       "rest-qty": { type: "string", default: "10" },
       "rest-price": { type: "string", default: "49.50" },
+      "server-public-key": { type: "string" },
       "server-key": { type: "string" },
       "client-key": { type: "string" },
       heartbeats: { type: "string", default: "0" },
@@ -89,7 +91,7 @@ for (const name of ["fill-qty", "fill-price", "rest-qty", "rest-price"]) {
 }
 let keys;
 try {
-  keys = loadKeys({ serverKey: args["server-key"], clientKey: args["client-key"] });
+  keys = loadKeys({ serverKey: args["server-public-key"] ?? args["server-key"], clientKey: args["client-key"] });
 } catch (error) {
   usage(error.message);
 }

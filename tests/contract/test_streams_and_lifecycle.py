@@ -200,7 +200,8 @@ async def test_unanswered_requests_fail_when_the_port_closes(
         ({"limit_price": "1_0"}, "ASCII digits"),
         ({"quantity": "1"}, None),  # a decimal's text is fine in Python too
         ({"strategy_id": b"s1"}, "valid string"),
-        ({"side": b"buy"}, "not bytes"),
+        ({"side": b"buy"}, "'buy' or 'sell'"),
+        ({"quantity": 1.5}, "a float is not exact"),
         ({"surprise": 1}, "Extra inputs are not permitted"),
     ],
 )

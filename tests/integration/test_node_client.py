@@ -215,7 +215,12 @@ def test_node_client_fails_clearly_on_a_refused_order(node: str, venue: Endpoint
 
 
 def _refused_key(ring: Keyring, tmp_path: Path) -> list[str]:
-    return ["--server-key", str(ring.server_public), "--client-key", str(ring.secret("mallory"))]
+    return [
+        "--server-public-key",
+        str(ring.server_public),
+        "--client-key",
+        str(ring.secret("mallory")),
+    ]
 
 
 def _wrong_server_key(ring: Keyring, tmp_path: Path) -> list[str]:

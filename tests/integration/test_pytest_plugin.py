@@ -75,3 +75,58 @@ def test_plugin_fixtures_work_and_clean_up_even_when_a_test_fails(
         with pytest.raises(ProcessLookupError):
             os.kill(venue["pid"], 0)  # the process is gone (reaped, not a zombie)
         assert not Path(venue["tmp"]).exists()  # and its temporary files
+
+
+CURVE_CONFTEST = """
+import pytest
+
+
+@pytest.fixture
+def mock_venue_curve():
+    return True
+
+
+@pytest.fixture
+def mock_venue_keyring(mock_venue_keyring):  # the plugin's, and one more key
+    mock_venue_keyring.add("intruder", strategies=["intruder"])
+    return mock_venue_keyring
+"""
+
+CURVE_TESTS = """
+from decimal import Decimal
+
+import pytest
+
+from bus.blocking import BlockingOrderExecutionPort
+from ports import ConnectivityError, ErrorReason, OrderType, Side, SubmitOrder
+
+
+def test_ports_and_control_connect_with_their_own_keys(
+    blocking_order_port, blocking_venue_control, strategy_id
+):
+    blocking_order_port.submit_order(SubmitOrder(
+        client_order_id="c1", strategy_id=strategy_id, instrument="HOOLI", side=Side.BUY,
+        quantity=Decimal(1), order_type=OrderType.LIMIT, limit_price=Decimal("49.50"),
+    ))
+    blocking_venue_control.fill(strategy_id, "c1")
+    status = blocking_venue_control.status()
+    assert (status.security.mode, status.security.keys, status.orders) == ("curve", 3, 1)
+
+
+def test_another_key_may_not_act_for_the_strategy(mock_venue, mock_venue_keyring, strategy_id):
+    endpoints = mock_venue.endpoints
+    port = BlockingOrderExecutionPort(
+        strategy_id, command=endpoints.command, events=endpoints.events,
+        keys=mock_venue_keyring.keys("intruder"), connect_timeout=5,
+    )
+    with pytest.raises(ConnectivityError) as refused:
+        port.open()
+    assert refused.value.reason is ErrorReason.NOT_AUTHORIZED
+"""
+
+
+def test_plugin_runs_the_venue_with_curve_keys_when_asked(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CURVE_CONFTEST)
+    pytester.makepyfile(test_curve=CURVE_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=2)

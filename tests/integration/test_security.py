@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 import zmq
+from click.testing import CliRunner
 from pydantic import BaseModel
 
 from bus.blocking import BlockingOrderExecutionPort
+from bus.cli import main as orderbus
 from bus.codec import (
     EVENTS_PREFIX,
     HEARTBEAT_TOPIC,
@@ -304,7 +306,8 @@ def test_a_revoked_key_loses_access_at_its_next_message(tmp_path: Path) -> None:
         venue = process.endpoints
         with port(venue, "alice", ring.keys("alice")) as alice:
             alice.submit_order(limit("before", "MAN", strategy_id="alice"))
-            ring.revoke("alice")
+            revoke = ["keys", "revoke", "alice", "--entitlements", str(ring.entitlements)]
+            assert CliRunner().invoke(orderbus, revoke).exit_code == 0
             process.process.send_signal(signal.SIGHUP)
             wait_for(lambda: "entitlements reloaded" in process.stderr, "the reload")
             with pytest.raises(OrderRejectedError) as refused:
@@ -322,6 +325,11 @@ def test_a_revoked_key_loses_access_at_its_next_message(tmp_path: Path) -> None:
         assert reloaded.keys == 2
         with port(venue, "alice", ring.keys("alice")) as alice:
             assert [o.client_order_id for o in alice.open_orders()] == ["before"]
+    twice = CliRunner().invoke(
+        orderbus, ["keys", "revoke", "bob", "--entitlements", str(ring.entitlements)]
+    )
+    assert twice.exit_code != 0
+    assert "bob is not listed" in twice.output
 
 
 def test_a_plaintext_venue_refuses_to_listen_beyond_loopback_unless_told(tmp_path: Path) -> None:

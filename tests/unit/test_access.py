@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from bus.access import DEVELOPER, Access, EntitlementsError, Principal, Role, load_entitlements
 from bus.channels import InsecureBind, check_loopback
 from bus.codec import EVENTS_PREFIX, HEARTBEAT_TOPIC, Replay, Sync, decode, encode, strategy_topic
+from bus.curve import CLIENT_KEY_ENV, PLAINTEXT, KeyFileError, resolve
 from bus.keyring import Keyring
 from bus.venue_protocol import Execute, Reply, Route, VenueProtocol
 from ports.enums import ErrorReason, Outcome
@@ -261,3 +262,18 @@ def test_retry_windows_are_per_key_whatever_client_id_a_peer_claims(tmp_path: Pa
     other = venue.receive(route, frame, keys["mallory"])
     assert isinstance(other, Execute)
     assert other.key != first.key
+
+
+def test_client_keys_come_from_the_environment_unless_plaintext_is_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ring = Keyring(tmp_path)
+    ring.add("alice", Role.STRATEGY, ["alice"])
+    assert resolve(None) is None  # nothing named: development mode
+    for name, value in ring.env("alice").items():
+        monkeypatch.setenv(name, value)
+    assert resolve(None) == ring.keys("alice")
+    assert resolve(PLAINTEXT) is None  # a plaintext client in a shell that names keys
+    monkeypatch.delenv(CLIENT_KEY_ENV)
+    with pytest.raises(KeyFileError, match="ORDERBUS_CLIENT_KEY is not set"):
+        resolve(None)

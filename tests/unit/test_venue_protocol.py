@@ -366,7 +366,7 @@ _SUBMIT = limit("o1").model_dump(mode="json")
         ({}, {"quantity": "1_0"}, ErrorReason.INVALID_REQUEST),
         ({}, {"quantity": " 10"}, ErrorReason.INVALID_REQUEST),
         ({}, {"quantity": "\uff11\uff10"}, ErrorReason.INVALID_REQUEST),  # full-width 10
-        ({}, {"quantity": 10}, ErrorReason.INVALID_REQUEST),
+        ({}, {"quantity": True}, ErrorReason.INVALID_REQUEST),
         ({}, {"quantity": 10.0}, ErrorReason.INVALID_REQUEST),
         ({}, {"limit_price": "NaN"}, ErrorReason.INVALID_REQUEST),
         ({}, {"instrument": b"IMM"}, ErrorReason.INVALID_REQUEST),

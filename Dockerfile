@@ -25,9 +25,9 @@ COPY examples examples
 # docker-compose.yml). Both belong to this user because an empty volume takes the owner and mode of
 # the image's directory it is mounted on: the keys step can write there, and only this user reads.
 RUN useradd --system --uid 10001 --no-create-home orderbus \
-    && mkdir -p /var/lib/orderbus /keys \
-    && chown orderbus /var/lib/orderbus /keys \
-    && chmod 0700 /keys
+    && mkdir -p /var/lib/orderbus /keys/venue /keys/admin \
+    && chown orderbus /var/lib/orderbus /keys /keys/venue /keys/admin \
+    && chmod 0700 /keys /keys/venue /keys/admin
 USER orderbus
 
 # Command and events only: the control endpoint (faults, fills, crash) stays inside the container.
@@ -36,4 +36,4 @@ EXPOSE 5555 5556
 # (docs/deployment.md): without them the venue refuses to start rather than serve plaintext.
 CMD ["mock-venue", "serve", "--command", "tcp://0.0.0.0:5555", "--events", "tcp://0.0.0.0:5556", \
      "--control", "tcp://127.0.0.1:5557", "--config", "examples/venue.yaml", \
-     "--server-key", "/keys/venue/venue.key_secret", "--entitlements", "/keys/entitlements.yaml"]
+     "--server-key", "/keys/venue/venue.key_secret", "--entitlements", "/keys/venue/entitlements.yaml"]

@@ -214,7 +214,7 @@ class PortBackend:
             session=protocol.session,
             instance=protocol.instance,
             venue_seq=protocol.venue_seq,
-            clients=protocol.replies.clients,
+            clients=protocol.replies.owners,
             requests=protocol.requests,
             protocol_errors=protocol.protocol_errors,
             unroutable_replies=self._host.unroutable_replies,

@@ -11,7 +11,7 @@ import yaml
 import zmq.auth
 
 from bus.access import Access, Role
-from bus.curve import CLIENT_KEY_ENV, SERVER_KEY_ENV, ClientKeys, ServerKey
+from bus.curve import CLIENT_KEY_ENV, SERVER_KEY_ENV, ClientKeys, ServerKey, read_key
 
 ENTITLEMENTS = "entitlements.yaml"
 
@@ -35,11 +35,13 @@ def new_key_pair(directory: Path, name: str, *, keep: bool = False) -> Path:
 
 
 def entitle(path: Path, name: str, key: Path, role: Role, strategies: tuple[str, ...] = ()) -> None:
-    """List ``name`` (its public certificate ``key``) in the entitlements file ``path``,
-    replacing an entry of that name; the file is created if missing."""
+    """List ``name`` (the public key of its certificate ``key``, written in z85, so that the
+    server needs no client's files) in the entitlements file ``path``, replacing an entry of that
+    name; the file is created if missing."""
     data = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
     clients = [c for c in data.get("clients", []) if c.get("name") != name]
-    entry: dict[str, Any] = {"name": name, "key": os.path.relpath(key, path.parent)}
+    public, _ = read_key(key, secret=False)
+    entry: dict[str, Any] = {"name": name, "key": public.decode()}
     entry["role"] = role.value
     if strategies:
         entry["strategies"] = list(strategies)

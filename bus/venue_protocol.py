@@ -139,7 +139,7 @@ class VenueProtocol:
         self._recall = recall
         self.limits = limits if limits is not None else ServerLimits()
         self.replies = ReplyStore(
-            per_client=self.limits.replies_per_client, max_bytes=self.limits.reply_bytes
+            per_owner=self.limits.replies_per_client, max_bytes=self.limits.reply_bytes
         )
         self.rate = RateLimiter(
             self.limits.requests_per_second, self.limits.burst, self.limits.rate_clients
@@ -163,7 +163,7 @@ class VenueProtocol:
         replies = self.replies
         return LimitsStatus(
             limits=self.limits,
-            reply_clients=replies.clients,
+            reply_clients=replies.owners,
             reply_entries=replies.entries,
             reply_bytes=replies.bytes,
             replies_evicted=replies.evicted,
@@ -203,12 +203,12 @@ class VenueProtocol:
         if access.secure and who is not None:
             client = f"{who.name}/{client}"  # no peer can use another's retry window
         if now is not None:
-            wait = self.rate.wait(client if who is None else who.name, now)
+            wait = self.rate.wait(who.name if access.secure and who else client, now)
             if wait is not None:
                 rejection = throttled(envelope.body, wait, "request rate limit")
                 return Reply(route, encode(rejection, request_id=envelope.request_id))
         key = (client, envelope.request_id)
-        stored = self.replies.get(client, envelope.request_id)
+        stored = self.replies.get(self._owner(client), key)
         if stored is not None:  # a retry: the stored answer; the work is not done again
             return Reply(route, self._stored(key, stored))
         if key in self._routes:
@@ -257,9 +257,13 @@ class VenueProtocol:
             # tried afresh, not told "throttled" again for ever.
             keep = False
         if keep:  # the frame, or the backend's token (never bytes) standing in for it
-            self.replies.put(key[0], key[1], frame if recall is None else recall)
+            self.replies.put(self._owner(key[0]), key, frame if recall is None else recall)
         route = self._routes.pop(key, None)
         return (route if delivered else None), frame
+
+    def _owner(self, client: str) -> str:
+        # With keys, a client is "<key name>/<client id>" (names have no "/"): the key owns it.
+        return client.split("/", 1)[0] if self.access.secure else client
 
     def _stored(self, key: RequestKey, stored: Hashable) -> bytes:
         if isinstance(stored, bytes):

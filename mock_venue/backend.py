@@ -145,7 +145,8 @@ class EngineBackend:
             self._control_command(InjectFault(fault=fault))
 
     def execute(self, key: RequestKey, request: Request | Sync, frame: bytes) -> None:
-        self._advance()  # timers due run first, as their own journaled (bounded) step
+        if not self.behind:  # behind, the loop's own bounded steps catch up, not each request
+            self._advance()  # timers due run first, as their own journaled (bounded) step
         if isinstance(request, Sync):  # not a step: nothing changes
             page = self._config.open_orders_page
             first = self.engine.open_orders(request.strategy_id, limit=page)
@@ -206,9 +207,10 @@ class EngineBackend:
         the engine's own time, as if it had come then: it neither waits for the backlog nor
         runs it."""
         if self._replaying is None:
-            self._pinned.pin(self.clock.now())
-            if not advancing and self.behind:
-                self._pinned.pin(self.engine.time)
+            now = self.clock.now()
+            due = self.engine.next_timer_at()
+            behind = due is not None and due <= now  # read once: the same instant decides
+            self._pinned.pin(self.engine.time if behind and not advancing else now)
         return self._pinned.now()
 
     def _advance(self, *, always: bool = False) -> None:
@@ -345,7 +347,7 @@ class EngineBackend:
                 return Done()
         if not isinstance(command, _ENGINE_CONTROLS):
             raise TypeError(f"{type(command).__name__} is not a control command")
-        if self._replaying is None:
+        if self._replaying is None and not self.behind:
             self._advance()  # timers due run first, as their own journaled step
         at = self._step_time()
         result: BaseModel = Done()

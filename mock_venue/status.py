@@ -33,7 +33,7 @@ def venue_status(backend: EngineBackend, host: Host, journal: Journal | None) ->
         venue_seq=engine.venue_seq,
         orders=len(orders),
         open_orders=sum(1 for o in orders if o.status.is_open),
-        clients=protocol.replies.clients,
+        clients=protocol.replies.owners,
         requests=protocol.requests,
         protocol_errors=protocol.protocol_errors,
         unroutable_replies=host.unroutable_replies,

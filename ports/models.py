@@ -269,6 +269,8 @@ def paged_open_orders(
         orders += page.orders
         if page.next_after is None:
             return tuple(orders)
+        if page.next_after <= after:  # a cursor that does not move would ask for ever
+            raise ValueError(f"next_after {page.next_after} does not follow after {after}")
         after = page.next_after
 
 

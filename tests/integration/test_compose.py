@@ -249,6 +249,10 @@ def test_every_bind_is_keyed_and_the_control_port_stays_in_the_venue(tmp_path: P
     folders = set()
     for name, service in services.items():
         mounts = [m for m in service.get("volumes") or [] if m.get("source") == KEYS]
+        if name == "venue":  # its own folder (entitlements included) and the admin's: no other
+            assert all(m.get("read_only") for m in mounts)
+            assert {(m.get("volume") or {}).get("subpath") for m in mounts} == {"venue", "admin"}
+            continue
         assert len(mounts) == 1, name
         (mount,) = mounts
         if name == KEYS:
@@ -438,7 +442,7 @@ def test_the_compose_topology_runs_end_to_end_as_local_processes(tmp_path: Path)
         secrets = [p for p in written if p.suffix == ".key_secret"]
         assert {p.parent.name for p in secrets} == {"venue", "admin", *CLIENTS}
         assert {(volumes / KEYS / p).stat().st_mode & 0o777 for p in secrets} == {0o600}
-        entitlements = yaml.safe_load((volumes / KEYS / "entitlements.yaml").read_text())
+        entitlements = yaml.safe_load((volumes / KEYS / "venue" / "entitlements.yaml").read_text())
 
         # Each `docker compose up` runs the step again: it must keep every key. Alongside the
         # check that no venue means unhealthy, which only reads keys.

@@ -14,6 +14,7 @@ from bus.channels import InsecureBind, check_loopback
 from bus.codec import EVENTS_PREFIX, HEARTBEAT_TOPIC, Replay, Sync, decode, encode, strategy_topic
 from bus.curve import CLIENT_KEY_ENV, PLAINTEXT, KeyFileError, resolve
 from bus.keyring import Keyring
+from bus.limits import ServerLimits
 from bus.venue_protocol import Execute, Reply, Route, VenueProtocol
 from ports.enums import ErrorReason, Outcome
 from ports.models import (
@@ -188,8 +189,8 @@ def test_plaintext_binds_only_loopback() -> None:
 # --- the protocol's side ----------------------------------------------------------------------
 
 
-def protocol(access: Access) -> VenueProtocol:
-    return VenueProtocol(session="sess", instance="inst", access=access)
+def protocol(access: Access, limits: ServerLimits | None = None) -> VenueProtocol:
+    return VenueProtocol(session="sess", instance="inst", access=access, limits=limits)
 
 
 def alice_key(access: Access) -> str:
@@ -212,7 +213,7 @@ def test_a_refused_request_is_answered_with_its_id_never_executed_and_counted(
         assert envelope.body.reason is ErrorReason.NOT_AUTHORIZED
         assert envelope.body.outcome is Outcome.DEFINITE
     assert access.refused == 4
-    assert venue.replies.clients == 0  # nothing of it was kept
+    assert venue.replies.owners == 0  # nothing of it was kept
     own = venue.receive(
         route, encode(limit("o1", strategy_id="alice"), request_id=9), alice_key(access)
     )
@@ -262,6 +263,18 @@ def test_retry_windows_are_per_key_whatever_client_id_a_peer_claims(tmp_path: Pa
     other = venue.receive(route, frame, keys["mallory"])
     assert isinstance(other, Execute)
     assert other.key != first.key
+    # A flood of answers under ever-new client ids is one key's: it loses its own oldest.
+    venue = protocol(access, ServerLimits(reply_bytes=200_000))
+    first = venue.receive(route, frame, keys["alice"])
+    assert isinstance(first, Execute)
+    venue.answer(first.key, Rejection(reason=ErrorReason.UNKNOWN_ORDER, message="x"))
+    for n in range(5_000):
+        flood = encode(limit("o1", strategy_id="mallory"), request_id=1, client_id=f"c{n}")
+        effect = venue.receive(route, flood, keys["mallory"])
+        assert isinstance(effect, Execute)
+        venue.answer(effect.key, Rejection(reason=ErrorReason.UNKNOWN_ORDER, message="y" * 100))
+    assert venue.replies.evicted > 0
+    assert isinstance(venue.receive(route, frame, keys["alice"]), Reply)  # answered, not redone
 
 
 def test_client_keys_come_from_the_environment_unless_plaintext_is_asked_for(

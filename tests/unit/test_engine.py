@@ -25,7 +25,7 @@ from ports import (
     Side,
     SubmitOrder,
 )
-from ports.models import Acknowledgement, ExecutionReport
+from ports.models import Acknowledgement, ExecutionReport, paged_open_orders
 
 CONFIG = VenueConfig(
     instruments=(
@@ -428,3 +428,11 @@ def test_open_orders_come_a_page_at_a_time_and_an_order_closed_between_pages_ski
     assert engine.read(ListOpenOrders(strategy_id="other")) == OpenOrders(
         strategy_id="other", orders=()
     )
+
+
+def test_a_cursor_that_does_not_move_on_is_refused_not_followed_for_ever() -> None:
+    pages = paged_open_orders("s", None)
+    assert next(pages).after == 0
+    assert pages.send(OpenOrders(strategy_id="s", orders=(), next_after=5)).after == 5
+    with pytest.raises(ValueError, match="does not follow"):
+        pages.send(OpenOrders(strategy_id="s", orders=(), next_after=5))

@@ -14,44 +14,57 @@ from tests.contract.helpers import limit
 PEER = Route(b"peer", False)
 
 
-def test_a_clients_window_keeps_its_latest_answers() -> None:
-    store = ReplyStore(per_client=3)
+def test_an_owners_window_keeps_its_latest_answers() -> None:
+    store = ReplyStore(per_owner=3)
     for n in range(5):
-        store.put("c1", n, b"x" * 10)
-    assert [store.get("c1", n) for n in range(5)] == [None, None, b"x" * 10, b"x" * 10, b"x" * 10]
-    assert (store.entries, store.evicted, store.clients) == (3, 2, 1)
+        store.put("k1", ("c1", n), b"x" * 10)
+    assert [store.get("k1", ("c1", n)) for n in range(5)] == [None, None, *[b"x" * 10] * 3]
+    assert (store.entries, store.evicted, store.owners) == (3, 2, 1)
 
 
-def test_another_clients_flood_does_not_evict_a_quiet_clients_answers() -> None:
+def test_another_owners_flood_does_not_evict_a_quiet_owners_answers() -> None:
     # Once one global cache: after ~10 s of another peer's failed cancels, a victim's resent
-    # amend was executed twice.
-    store = ReplyStore(per_client=1_000_000, max_bytes=200_000)
-    store.put("victim", 1, b"v" * 200)
+    # amend was executed twice. The flood names a new client id each time: still one owner.
+    store = ReplyStore(per_owner=1_000_000, max_bytes=200_000)
+    for n in range(20):
+        store.put("victim", ("v", n), b"v" * 200)
     for n in range(10_000):
-        store.put("flood", n, b"f" * 200)
-    assert store.get("victim", 1) == b"v" * 200
+        store.put("flood", (f"c{n}", 1), b"f" * 200)
+    assert all(store.get("victim", ("v", n)) == b"v" * 200 for n in range(20))
     assert store.bytes <= store.max_bytes
-    assert store.get("flood", 9_999) is not None  # the flood loses its own oldest
-    assert store.get("flood", 0) is None
+    assert store.get("flood", ("c9999", 1)) is not None  # the flood loses its own oldest
+    assert store.get("flood", ("c0", 1)) is None
 
 
-def test_ever_new_client_ids_stay_within_the_byte_budget() -> None:
+def test_shedding_cuts_the_largest_owners_to_a_common_level() -> None:
     store = ReplyStore(max_bytes=100_000)
-    store.put("victim", 1, b"v" * 100)
-    for n in range(5_000):
-        store.put(f"c{n}" + "x" * 60, 1, b"y" * 100)
+    for owner, count in (("big", 300), ("mid", 100), ("small", 10)):
+        for n in range(count):
+            store.put(owner, ("c", n), b"y" * 200)
+    for n in range(300, 400):  # the big one goes on and pushes the total over
+        store.put("big", ("c", n), b"y" * 200)
     assert store.bytes <= store.max_bytes
-    assert store.clients < 5_000
-    assert store.get("victim", 1) is not None  # the oldest client, but no larger than any other
+    assert all(store.get("small", ("c", n)) is not None for n in range(10))
+    assert store.get("big", ("c", 399)) is not None  # the latest stays, the oldest go
+    assert store.get("big", ("c", 0)) is None
+
+
+def test_ever_new_owners_stay_within_the_byte_budget() -> None:
+    # Development mode: an owner is a client id, which a peer picks (there is no identity).
+    store = ReplyStore(max_bytes=100_000)
+    for n in range(5_000):
+        store.put(f"c{n}" + "x" * 60, ("c", 1), b"y" * 100)
+    assert store.bytes <= store.max_bytes
+    assert store.owners < 5_000
 
 
 def test_an_answer_kept_again_under_the_same_id_replaces_the_first() -> None:
     store = ReplyStore()
-    store.put("c", 1, b"a" * 100)
-    store.put("c", 1, b"b" * 10)
-    assert (store.get("c", 1), store.entries) == (b"b" * 10, 1)
+    store.put("k", ("c", 1), b"a" * 100)
+    store.put("k", ("c", 1), b"b" * 10)
+    assert (store.get("k", ("c", 1)), store.entries) == (b"b" * 10, 1)
     fresh = ReplyStore()
-    fresh.put("c", 1, b"b" * 10)
+    fresh.put("k", ("c", 1), b"b" * 10)
     assert store.bytes == fresh.bytes  # the first one's bytes were given back
 
 
@@ -94,6 +107,16 @@ def test_a_request_over_the_rate_is_refused_throttled_with_its_id_and_not_kept()
     assert isinstance(again, Execute)
     status = venue.limits_status(0)
     assert (status.throttled, status.rate_clients) == (1, 1)
+
+
+def test_without_keys_each_client_id_has_its_own_rate() -> None:
+    venue = VenueProtocol(
+        session="s", instance="i", limits=ServerLimits(requests_per_second=1.0, burst=1)
+    )
+    for client in ("a", "b"):  # b is not throttled for a's burst
+        effect = venue.receive(PEER, encode(limit("o1"), request_id=1, client_id=client), now=0.0)
+        assert isinstance(effect, Execute)
+    assert venue.rate.clients == 2
 
 
 def test_a_victims_resent_request_is_answered_from_its_window_after_anothers_flood() -> None:

@@ -216,6 +216,12 @@ def test_a_long_backlog_of_timers_runs_in_bounded_steps_and_requests_do_not_wait
         due = backend.next_due(5.0)
         assert due is not None
         assert due <= 5.0  # at once, after the loop's other work
+        # Requests while behind run no step of the backlog each: the loop's steps catch up.
+        for n in range(40):
+            query = QueryOrder(client_order_id="o1", strategy_id="s1")
+            venue._serve_command([b"p", encode(query, request_id=100 + n)], None)
+        venue.flush()
+        assert len(trades()) == STEP_TIMERS
         # Another request is carried out at once, at the engine's own time: the venue is behind.
         venue._serve_command([b"p", encode(limit("o2", "IMM", 1), request_id=2)], None)
         venue.flush()

@@ -145,7 +145,7 @@ class EngineBackend:
             self._control_command(InjectFault(fault=fault))
 
     def execute(self, key: RequestKey, request: Request | Sync, frame: bytes) -> None:
-        if not self.behind:  # behind, the loop's own bounded steps catch up, not each request
+        if not self.behind():  # behind, the loop's own bounded steps catch up, not each request
             self._advance()  # timers due run first, as their own journaled (bounded) step
         if isinstance(request, Sync):  # not a step: nothing changes
             page = self._config.open_orders_page
@@ -195,11 +195,10 @@ class EngineBackend:
 
     # --- engine steps: each one pinned in time, journaled, then sent ----------------------------
 
-    @property
-    def behind(self) -> bool:
-        """Timers are due by the clock that have not run: bounded steps are catching up."""
+    def behind(self, now: datetime | None = None) -> bool:
+        """Timers are due by the clock (or ``now``) that have not run: steps are catching up."""
         due = self.engine.next_timer_at()
-        return due is not None and due <= self.clock.now()
+        return due is not None and due <= (self.clock.now() if now is None else now)
 
     def _step_time(self, *, advancing: bool = False) -> datetime:
         """Pin the engine's clock for one step. A request or control command that comes while
@@ -207,21 +206,21 @@ class EngineBackend:
         the engine's own time, as if it had come then: it neither waits for the backlog nor
         runs it."""
         if self._replaying is None:
-            now = self.clock.now()
-            due = self.engine.next_timer_at()
-            behind = due is not None and due <= now  # read once: the same instant decides
-            self._pinned.pin(self.engine.time if behind and not advancing else now)
+            now = self.clock.now()  # read once: the same instant decides
+            self._pinned.pin(self.engine.time if not advancing and self.behind(now) else now)
         return self._pinned.now()
 
-    def _advance(self, *, always: bool = False) -> None:
-        """Run the engine's timers that are due (journaled only if one was, or ``always``)."""
+    def _advance(self, *, always: bool = False, replayed: Mapping[str, Any] | None = None) -> None:
+        """Run the engine's timers that are due (journaled only if one was, or ``always``);
+        ``replayed``: the journal's record of this step, which says how many may run."""
         due = self.engine.next_timer_at()
         if not always and due is None:
             return
         at = self._step_time(advancing=True)
         if not always and due is not None and due > at:
             return
-        self._step(self.engine.advance(self._limit), {"k": "a", "t": at, "n": self._limit})
+        limit = self._limit if replayed is None else replayed.get("n")
+        self._step(self.engine.advance(limit), {"k": "a", "t": at, "n": limit})
 
     def _execute(self, key: RequestKey, request: BaseModel, frame: bytes) -> None:
         """One request through the engine: the same code live and in a recovery."""
@@ -279,24 +278,21 @@ class EngineBackend:
     def _recover(self, path: Path, recovered: Recovered) -> None:
         assert self._host is not None
         header = recovered.header
-        if header.get("seed") != self._seed or header.get("config") != self._config.model_dump(
-            mode="json"
-        ):
+        config = self._config.model_dump(mode="json")
+        if header.get("seed") != self._seed or header.get("config") != config:
             raise JournalError(
                 f"{path} was written by a venue with another config or seed; start with the "
                 "same ones, or with a new journal"
             )
         self.torn_bytes = recovered.torn_bytes
         last = None
-        live_limit = self._limit
         for record in recovered.records:
             self._replaying = record.get("out", [])
             last = record["t"]
             self._pinned.pin(last)
             match record["k"]:
                 case "a":
-                    self._limit = record.get("n")  # as many timers as that step ran
-                    self._advance(always=True)
+                    self._advance(always=True, replayed=record)
                 case "r":
                     body = decode(record["b"], max_bytes=None).body
                     key = (record["c"], record["id"])
@@ -311,7 +307,6 @@ class EngineBackend:
                     raise JournalError(f"{path}: unknown record kind {other!r}")
             self.recovered_records += 1
         self._replaying = None
-        self._limit = live_limit
         if last is not None and isinstance(self.clock, ManualClock):
             self.clock.advance_to(last)
         self._journal = Journal.reopen(path, self._fsync)
@@ -347,7 +342,7 @@ class EngineBackend:
                 return Done()
         if not isinstance(command, _ENGINE_CONTROLS):
             raise TypeError(f"{type(command).__name__} is not a control command")
-        if self._replaying is None and not self.behind:
+        if self._replaying is None and not self.behind():
             self._advance()  # timers due run first, as their own journaled step
         at = self._step_time()
         result: BaseModel = Done()

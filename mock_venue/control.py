@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bus.backend import SERVER_CONTROL_MODELS, GetStatus, SecurityStatus
 from bus.codec import MODELS
@@ -21,6 +21,18 @@ from ports.models import Identifier, Price, Quantity, Rejection
 
 class VenueControlError(ValueError):
     """A control command (scripted fill, restatement, ...) that does not fit the venue's state."""
+
+
+_AMOUNT: TypeAdapter[Decimal] = TypeAdapter(Quantity)  # a Price has the same bounds
+
+
+def checked_amount(value: object, what: str) -> Decimal:
+    """A quantity or price a control command gives (a float: the decimal it reads as), checked
+    before the engine changes anything: what reports carry is built unvalidated."""
+    try:
+        return _AMOUNT.validate_python(repr(value) if type(value) is float else value)
+    except ValidationError as error:
+        raise VenueControlError(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
 
 
 class _Control(BaseModel):

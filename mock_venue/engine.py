@@ -24,11 +24,9 @@ from collections.abc import Hashable, Iterator
 from datetime import datetime
 from decimal import Decimal
 
-from pydantic import TypeAdapter, ValidationError
-
 from mock_venue.clock import Clock
 from mock_venue.config import VenueConfig
-from mock_venue.control import VenueControlError
+from mock_venue.control import VenueControlError, checked_amount
 from mock_venue.fault_book import FaultBook
 from mock_venue.faults import DelayAcks, DropReplies, RejectOrders
 from mock_venue.matching import Matcher, price_path_rngs
@@ -49,6 +47,7 @@ from mock_venue.outputs import (
     Respond,
     Undelivered,
     acknowledgement,
+    rejection,
     snapshot,
     submit_answer,
 )
@@ -62,8 +61,6 @@ from ports.models import (
     ListOpenOrders,
     OpenOrders,
     OrderSnapshot,
-    Price,
-    Quantity,
     QueryOrder,
     Rejection,
     Reply,
@@ -72,18 +69,6 @@ from ports.models import (
 )
 
 __all__ = ["Output", "Publish", "Respond", "VenueControlError", "VenueEngine"]
-
-_QUANTITY: TypeAdapter[Decimal] = TypeAdapter(Quantity)
-_PRICE: TypeAdapter[Decimal] = TypeAdapter(Price)
-
-
-def _control_value(adapter: TypeAdapter[Decimal], value: object, what: str) -> Decimal:
-    """A quantity or price a control command gives (a float: the decimal it reads as), checked
-    here, before the engine changes anything: what reports carry is built unvalidated."""
-    try:
-        return adapter.validate_python(repr(value) if type(value) is float else value)
-    except ValidationError as error:
-        raise VenueControlError(f"{what} {value!r}: {error.errors()[0]['msg']}") from None
 
 
 class VenueEngine:
@@ -140,11 +125,7 @@ class VenueEngine:
             )
         order = self._book.get(request.strategy_id, request.client_order_id)
         if order is None:
-            return Rejection(
-                reason=ErrorReason.UNKNOWN_ORDER,
-                message="unknown order",
-                client_order_id=request.client_order_id,
-            )
+            return rejection(ErrorReason.UNKNOWN_ORDER, request.client_order_id)
         return snapshot(order)
 
     def advance(self, limit: int | None = None) -> list[Output]:
@@ -168,11 +149,16 @@ class VenueEngine:
         return None if order is None else snapshot(order)
 
     def open_orders(
-        self, strategy_id: str, instrument: str | None = None, *, after: int = 0, limit: int = 0
+        self,
+        strategy_id: str,
+        instrument: str | None = None,
+        *,
+        after: int = 0,
+        limit: int | None = None,
     ) -> OpenOrders:
         """A strategy's open orders, oldest first: all, or (``limit``) a page of them after the
         cursor ``after``, with ``next_after`` set when more follow."""
-        orders, more = self._book.open_orders(strategy_id, instrument, after, limit or None)
+        orders, more = self._book.open_orders(strategy_id, instrument, after, limit)
         return OpenOrders(
             strategy_id=strategy_id, orders=tuple(snapshot(o) for o in orders), next_after=more
         )
@@ -212,17 +198,13 @@ class VenueEngine:
         limit price, else the reference price)."""
         self._timers.run_until(self._clock.now())
         order = self._book.working(strategy_id, client_order_id)
-        qty = (
-            order.leaves_qty
-            if quantity is None
-            else _control_value(_QUANTITY, quantity, "fill quantity")
-        )
+        qty = order.leaves_qty if quantity is None else checked_amount(quantity, "fill quantity")
         if not 0 < qty <= order.leaves_qty:
             raise VenueControlError(f"fill quantity {qty} not in (0, {order.leaves_qty}]")
         if price is None:
             px = self._matching.natural_price(order)
         else:
-            px = _control_value(_PRICE, price, "fill price")
+            px = checked_amount(price, "fill price")
         self._book.fill(order, qty, px)
         return self._out.drain()
 
@@ -237,7 +219,7 @@ class VenueEngine:
         """The venue reduces a working order's quantity on its own."""
         self._timers.run_until(self._clock.now())
         order = self._book.working(strategy_id, client_order_id)
-        quantity = _control_value(_QUANTITY, quantity, "restatement quantity")
+        quantity = checked_amount(quantity, "restatement quantity")
         if not quantity < order.quantity:
             raise VenueControlError(f"a restatement reduces the quantity below {order.quantity}")
         self._book.set_quantity(order, quantity, ExecType.RESTATED)

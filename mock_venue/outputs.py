@@ -80,6 +80,16 @@ def snapshot(order: Order, *, accepted: bool = False) -> OrderSnapshot:
     )
 
 
+def rejection(reason: ErrorReason, client_order_id: str | None, message: str = "") -> Rejection:
+    """A definite rejection (its message, by default, the reason in words)."""
+    return Rejection(
+        reason=reason,
+        message=message or reason.value.replace("_", " "),
+        outcome=Outcome.DEFINITE,
+        client_order_id=client_order_id,
+    )
+
+
 def submit_answer(order: Order) -> Reply | Rejection | None:
     """The answer to the order's submit (None while it is pending): its rejection, or its
     acknowledgement rebuilt as it was given."""
@@ -189,16 +199,8 @@ class Outbox:
     def reject(
         self, token: Hashable, reason: ErrorReason, client_order_id: str | None, message: str = ""
     ) -> None:
-        """Answer with a definite rejection (its message, by default, the reason in words)."""
-        self.respond(
-            token,
-            Rejection(
-                reason=reason,
-                message=message or reason.value.replace("_", " "),
-                outcome=Outcome.DEFINITE,
-                client_order_id=client_order_id,
-            ),
-        )
+        """Answer with a definite ``rejection``."""
+        self.respond(token, rejection(reason, client_order_id, message))
 
     def drain(self) -> list[Output]:
         """The outputs so far, oldest first; the outbox is empty after."""

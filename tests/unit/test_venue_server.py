@@ -230,7 +230,7 @@ def test_a_long_backlog_of_timers_runs_in_bounded_steps_and_requests_do_not_wait
         assert [a.order.client_order_id for a in acks] == ["o1", "o2"]
         assert acks[1].order.created_at == trades()[-1].venue_time < clock.at
         polls = 1
-        while backend.behind:
+        while backend.behind():
             backend.poll(0.0)
             venue.flush()
             polls += 1

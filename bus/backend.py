@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bus.codec import Sync
 from bus.limits import LimitsStatus
+from bus.risk import RISK_CONTROL_MODELS
 from bus.venue_protocol import Event, RequestKey, VenueProtocol
 from ports.enums import ErrorReason, Outcome
 from ports.models import ExecutionReport, PortEvent, Rejection, Request
@@ -62,6 +63,7 @@ class SecurityStatus(BaseModel):
 SERVER_CONTROL_MODELS: Mapping[str, type[BaseModel]] = {
     "reload_entitlements": ReloadEntitlements,
     "entitlements_reloaded": EntitlementsReloaded,
+    **RISK_CONTROL_MODELS,
 }
 """Control messages every server answers itself, whatever its backend."""
 

@@ -113,7 +113,9 @@ class Channels:
         # read the frame and answer it with a typed error.
         router.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_FRAME_BYTES)
         router.setsockopt(zmq.RCVHWM, 100_000)
-        router.setsockopt(zmq.SNDHWM, 100_000)
+        # Bounds what a peer that does not read its replies can pin: at the mark a send fails
+        # at once (EAGAIN, with ROUTER_MANDATORY) and the server drops and counts the reply.
+        router.setsockopt(zmq.SNDHWM, self.limits.reply_queue)
         # No ZMTP heartbeats (HEARTBEAT_IVL): with them, libzmq 4.3.5 can abort the whole
         # process (assertion in stream_engine_base.cpp) when peers vanish mid-burst. Liveness
         # is the server's own heartbeat on the event channel.

@@ -22,6 +22,7 @@ from bus.blocking import BlockingOrderExecutionPort
 from bus.gateway_cli import gateway
 from bus.keys_cli import client_key_options, keys
 from bus.monitor import BlockingMonitor
+from bus.risk_cli import RISK_COMMANDS
 from ports import (
     AmendOrder,
     CancelOrder,
@@ -137,6 +138,8 @@ def main() -> None:
 
 main.add_command(gateway)
 main.add_command(keys)
+for _risk_command in RISK_COMMANDS:
+    main.add_command(_risk_command)
 
 
 @main.command()

@@ -21,7 +21,7 @@ class ZmqOrderExecutionPort(ZmqTransport, PortBase):
     """``OrderExecutionPort`` of one strategy, talking to a venue process over ZeroMQ.
 
     ``ZmqOrderExecutionPort(strategy_id, *, command, events, ack_timeout=5.0,
-    connect_timeout=10.0, heartbeat_interval=0.5, liveness=6, retry_throttled=True,
+    connect_timeout=10.0, heartbeat_interval=0.5, liveness=6, retry_throttled=True, deadlines=True,
     client_id=None)``: ``open()`` connects and synchronises the event stream with the venue,
     retrying for ``connect_timeout`` seconds before raising ``ConnectivityError``. The venue's
     heartbeats are expected every ``heartbeat_interval`` seconds; after ``liveness`` missed ones
@@ -32,7 +32,10 @@ class ZmqOrderExecutionPort(ZmqTransport, PortBase):
     An unanswered request is resent with the same request id (0.2 s doubling to 2 s, ±25%) until
     its timeout. ``retry_throttled``: a THROTTLED refusal is retried after its ``retry_after``
     while the request's timeout allows, instead of raising ``ThrottleError`` at once (turn it off
-    against a venue on a manual clock, whose ``retry_after`` is not real time).
+    against a venue on a manual clock, whose ``retry_after`` is not real time). ``deadlines``:
+    each request carries its deadline (now + its timeout, by this host's clock); a server that
+    comes to it later refuses it (``stale_request``) instead of carrying it out (turn it off
+    only if this host's clock cannot be kept close to the server's).
     """
 
     # Plain sockets, read when the event loop sees their ZMQ_FD become readable: no future per

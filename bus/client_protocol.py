@@ -24,7 +24,7 @@ import math
 import random
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 
@@ -82,6 +82,9 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_FOREVER = 10 * 365 * 86_400.0  # a timeout this long sends no deadline
+
+
 def _refused(body: BaseModel) -> bool:
     return isinstance(body, Rejection) and body.reason is ErrorReason.NOT_AUTHORIZED
 
@@ -92,9 +95,10 @@ class ClientProtocol:
     ``silence_limit``: seconds without any message on the event channel after which the venue
     counts as lost (None: never; the all-events monitor does not judge liveness).
     ``retry_throttled``: a THROTTLED refusal is sent again after its ``retry_after`` while the
-    request's deadline allows, instead of delivered. ``clock`` stamps port events; ``rng`` draws
-    every jitter; ``request_ids`` numbers the protocol's own requests (share the port's, so that
-    no two requests of a client have the same id)."""
+    request's deadline allows, instead of delivered. ``deadlines``: each request carries its
+    deadline (this clock's time), after which the server refuses it. ``clock`` stamps port
+    events and deadlines; ``rng`` draws every jitter; ``request_ids`` numbers the protocol's
+    own requests (share the port's, so that no two requests of a client have the same id)."""
 
     def __init__(
         self,
@@ -103,6 +107,7 @@ class ClientProtocol:
         client_id: str | None = None,
         silence_limit: float | None = None,
         retry_throttled: bool = True,
+        deadlines: bool = True,
         backoff: Backoff = RESEND,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = _utc_now,
@@ -118,6 +123,7 @@ class ClientProtocol:
             self.topics = [strategy_topic(strategy_id)]  # its heartbeats come on it too
         self.silence_limit = silence_limit
         self._backoff = backoff
+        self._deadlines = deadlines
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
         self._ids = request_ids if request_ids is not None else itertools.count(1)
@@ -137,7 +143,13 @@ class ClientProtocol:
     def send(self, request_id: int, body: BaseModel, now: float, deadline: float) -> bytes:
         """The frame that carries ``body`` as request ``request_id``, resent until answered or
         ``deadline``. If it cannot be sent at all, ``forget`` it."""
-        frame = encode(body, request_id=request_id, client_id=self.client_id)
+        # The same instant on the server's wall clock: after it, the server refuses the
+        # request (stale_request) rather than carry it out when nobody waits for it.
+        wait = deadline - now
+        stamp = None
+        if self._deadlines and wait < _FOREVER:
+            stamp = self._clock() + timedelta(seconds=wait)
+        frame = encode(body, request_id=request_id, client_id=self.client_id, deadline=stamp)
         self.requests.add(request_id, Kind.CALL, frame, now, deadline, self._backoff)
         return frame
 

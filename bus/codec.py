@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Final
@@ -202,6 +203,7 @@ class Envelope:
     body: BaseModel
     request_id: int | None = None
     client_id: str | None = None
+    deadline: datetime | None = None
 
 
 def _default(value: object) -> object:
@@ -216,18 +218,22 @@ def encode(
     request_id: int | None = None,
     client_id: str | None = None,
     types: Mapping[type[BaseModel], str] = TYPES,
+    deadline: datetime | None = None,
 ) -> bytes:
-    """One frame carrying ``body``."""
+    """One frame carrying ``body`` (``deadline``: of a request, after which the server must
+    not carry it out)."""
     envelope: dict[str, Any] = {"v": PROTOCOL_VERSION, "t": types[type(body)]}
     if request_id is not None:
         envelope["id"] = request_id
     if client_id is not None:
         envelope["c"] = client_id
+    if deadline is not None:
+        envelope["d"] = deadline
     envelope["b"] = body.model_dump(mode="python")
     return msgpack.packb(envelope, default=_default, datetime=True)  # type: ignore[no-any-return]
 
 
-_ENVELOPE_FIELDS: Final = frozenset({"v", "t", "id", "c", "b"})
+_ENVELOPE_FIELDS: Final = frozenset({"v", "t", "id", "c", "d", "b"})
 
 
 def decode(
@@ -289,7 +295,14 @@ def decode(
             request_id=request_id,
             client_id=client_id,
         ) from None
-    return Envelope(raw["t"], body, request_id, client_id)
+    deadline = raw.get("d")
+    if not (deadline is None or type(deadline) is datetime):
+        raise WireError(
+            "'d' must be a Timestamp (the request's deadline)",
+            request_id=request_id,
+            client_id=client_id,
+        )
+    return Envelope(raw["t"], body, request_id, client_id, deadline)
 
 
 def ids_of(frame: bytes) -> tuple[int | None, str | None]:

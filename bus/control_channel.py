@@ -51,8 +51,11 @@ class ControlChannel:
             self._send(route, server.protocol.refuse(error))
             return
         try:
-            if isinstance(envelope.body, ReloadEntitlements):
-                result: BaseModel = server.reload()
+            risk = server.risk_control.handle(envelope.body)
+            if risk is not None:
+                result: BaseModel = risk
+            elif isinstance(envelope.body, ReloadEntitlements):
+                result = server.reload()
             else:
                 result = server.backend.control(envelope.body, frames[1])
         except (TypeError, ArithmeticError, ValueError) as error:  # EntitlementsError too

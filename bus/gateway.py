@@ -5,7 +5,8 @@ strategy (a port belongs to one strategy): each strategy's commands go to its ho
 updates go out on the strategy's stream with the bus's sequence numbers and replay, and the
 hosted port's answers, typed errors and port events reach the remote strategy unchanged in
 meaning. The ports run on an asyncio loop in a thread of their own; the server's loop stays
-single-threaded and hears of finished work through a pipe. See docs/gateway.md.
+single-threaded and hears of finished work through a pipe. Open orders go out in pages
+(``bus.gateway_pages``). See docs/gateway.md.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from bus.backend import (
 from bus.client import ZmqOrderExecutionPort
 from bus.codec import Sync
 from bus.curve import ClientKeys
+from bus.gateway_pages import OpenOrderPages
 from bus.limits import LimitsStatus
+from bus.risk import RiskStatus
 from bus.venue_protocol import RequestKey
 from ports.enums import Outcome
 from ports.errors import PortError
@@ -89,6 +92,7 @@ class GatewayStatus(BaseModel):
     unroutable_replies: int
     security: SecurityStatus
     limits: LimitsStatus
+    risk: RiskStatus
     strategies: tuple[HostedStream, ...]
 
 
@@ -130,9 +134,18 @@ def zmq_ports(strategy_id: str, config: Mapping[str, Any]) -> OrderExecutionPort
 
 
 class PortBackend:
-    """Hosts the ports ``factory`` makes (see the module). ``config`` goes to the factory."""
+    """Hosts the ports ``factory`` makes (see the module). ``config`` goes to the factory.
+    ``open_orders_page``: most open orders in one ``open_orders`` or sync reply (at least 1);
+    the pages and their consistency are ``bus.gateway_pages``'s."""
 
-    def __init__(self, factory: PortFactory, config: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        factory: PortFactory,
+        config: Mapping[str, Any] | None = None,
+        *,
+        open_orders_page: int = 1000,
+    ) -> None:
+        self._pages = OpenOrderPages(open_orders_page)  # first: it refuses a bad page size
         self._factory = factory
         self._config: Mapping[str, Any] = config or {}
         self._loop = asyncio.new_event_loop()
@@ -145,6 +158,7 @@ class PortBackend:
         # Loop thread only: the port of each strategy (opening, or open), and the tasks running.
         self._ports: dict[str, asyncio.Task[OrderExecutionPort]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._listing: dict[str, asyncio.Lock] = {}  # held while a strategy's orders are read
 
     # --- Backend ------------------------------------------------------------------------------
 
@@ -220,6 +234,7 @@ class PortBackend:
             unroutable_replies=self._host.unroutable_replies,
             security=self._host.security,
             limits=self._host.limits,
+            risk=protocol.risk.status(),
             strategies=tuple(
                 HostedStream(strategy_id=s, seq=protocol.stream_seq(s), port_state=states[s])
                 for s in sorted(states)
@@ -268,8 +283,7 @@ class PortBackend:
         finally:
             self._put([Answer(key, result)])
 
-    @staticmethod
-    async def _call(port: OrderExecutionPort, request: Request | Sync) -> BaseModel:
+    async def _call(self, port: OrderExecutionPort, request: Request | Sync) -> BaseModel:
         match request:
             case SubmitOrder():
                 return _typed(await port.submit_order(request), Acknowledgement)
@@ -282,11 +296,28 @@ class PortBackend:
                 return _typed(done, CancelAllAcknowledgement)
             case QueryOrder():
                 return _typed(await port.order_status(request.client_order_id), OrderSnapshot)
-            case ListOpenOrders() | Sync():
-                instrument = request.instrument if isinstance(request, ListOpenOrders) else None
-                orders = tuple(_typed(o, OrderSnapshot) for o in await port.open_orders(instrument))
-                return OpenOrders(strategy_id=request.strategy_id, orders=orders)
+            case ListOpenOrders():
+                return await self._open_orders(
+                    port, request.strategy_id, request.instrument, request.after
+                )
+            case Sync():  # the first page of all the strategy's open orders
+                return await self._open_orders(port, request.strategy_id, None, 0)
         raise TypeError(f"{type(request).__name__} is not a request")
+
+    async def _open_orders(
+        self, port: OrderExecutionPort, strategy_id: str, instrument: str | None, after: int
+    ) -> OpenOrders:
+        page = self._pages.cached(strategy_id, instrument, after)
+        if page is not None:
+            return page
+        # One read of a strategy's orders at a time: the numbers follow the order in which
+        # listings were read, so a slow, older one cannot forget an order a newer one numbered.
+        async with self._listing.setdefault(strategy_id, asyncio.Lock()):
+            page = self._pages.cached(strategy_id, instrument, after)  # kept meanwhile?
+            if page is None:
+                listing = [_typed(o, OrderSnapshot) for o in await port.open_orders(instrument)]
+                page = self._pages.listed(strategy_id, instrument, after, listing)
+            return page
 
     async def _port(self, strategy_id: str) -> OrderExecutionPort:
         task = self._ports.get(strategy_id)

@@ -12,6 +12,7 @@ import yaml
 
 from bus.gateway import PortBackend, load_factory
 from bus.keys_cli import server_security, server_security_options
+from bus.risk_cli import server_risk, server_risk_options
 from bus.serve import serve_until_signalled
 from bus.server import Endpoints, Server
 
@@ -45,6 +46,7 @@ def _config(path: Path | None) -> dict[str, Any]:
 @click.option("--control", "control_endpoint", default=DEFAULT_CONTROL, show_default=True)
 @click.option("--heartbeat", default=0.5, show_default=True, help="Heartbeat interval, seconds.")
 @server_security_options
+@server_risk_options
 def gateway(
     spec: str,
     config_path: Path | None,
@@ -55,6 +57,8 @@ def gateway(
     server_key: Path | None,
     entitlements: Path | None,
     insecure: bool,
+    risk_path: Path | None,
+    state_path: Path | None,
 ) -> None:
     """Serve the ports a factory makes over the bus, until SIGINT or SIGTERM.
 
@@ -70,5 +74,6 @@ def gateway(
         Endpoints(command_endpoint, events_endpoint, control_endpoint),
         heartbeat_interval=heartbeat,
         **server_security(server_key, entitlements, insecure),
+        **server_risk(risk_path, state_path),
     )
     serve_until_signalled(server, {"port_factory": spec})

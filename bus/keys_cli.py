@@ -8,24 +8,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import zmq.auth
-from pydantic import BaseModel
 
 from bus.access import Access, EntitlementsError, Role
-from bus.backend import SERVER_CONTROL_MODELS, ReloadEntitlements
-from bus.codec import WireError, decode, encode
+from bus.backend import ReloadEntitlements
+from bus.control_call import ControlCallError, control_call
 from bus.curve import (
     CLIENT_KEY_ENV,
     SERVER_KEY_ENV,
-    ClientKeys,
-    HandshakeWatch,
     KeyFileError,
     ServerKey,
     read_key,
 )
 from bus.keyring import entitle, new_key_pair
 from bus.keyring import revoke as revoke_key
-from ports.models import Rejection
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -145,27 +140,8 @@ def revoke(name: str, entitlements: Path) -> None:
 @client_key_options
 def reload(endpoint: str, timeout: float) -> None:
     """Make a venue or gateway read its entitlements file again (admin key), as SIGHUP does."""
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        socket = context.socket(zmq.DEALER)
-        keys = ClientKeys.from_env()
-        if keys is not None:
-            keys.apply(socket)
-        watch = HandshakeWatch(socket, secure=keys is not None)
-        socket.connect(endpoint)
-        socket.send(encode(ReloadEntitlements(), request_id=1, types=_TYPES))
-        if not socket.poll(int(timeout * 1000)):
-            refused = watch.poll()
-            raise click.ClickException(f"cannot reach {endpoint}: {refused or 'no answer'}")
-        body = decode(socket.recv(), models={**SERVER_CONTROL_MODELS, "error": Rejection}).body
-        watch.close()
-    except WireError as exc:
-        raise click.ClickException(f"unreadable answer: {exc}") from None
-    finally:
-        context.destroy(linger=0)
-    if isinstance(body, Rejection):
-        raise click.ClickException(body.message)
-    click.echo(body.model_dump_json() if isinstance(body, BaseModel) else str(body))
-
-
-_TYPES = {m: n for n, m in SERVER_CONTROL_MODELS.items()}
+        answer = control_call(endpoint, ReloadEntitlements(), timeout)
+    except ControlCallError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(answer.model_dump_json())

@@ -17,6 +17,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 import zmq
 
@@ -28,6 +30,8 @@ from bus.control_channel import ControlChannel
 from bus.curve import ServerKey
 from bus.limits import LimitsStatus, ServerLimits
 from bus.outbox import Outbox
+from bus.risk import Risk, RiskConfig
+from bus.risk_control import RiskControl
 from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE
 from bus.venue_protocol import Event, Execute, ReplayWanted, Reply, Route, VenueProtocol
 from ports.enums import Outcome
@@ -47,7 +51,8 @@ __all__ = ["Endpoints", "Server"]
 class Server:
     """Serves one backend on three sockets (``bus.channels``). ``bind()``, then ``serve()``
     until ``stop()``. ``access`` and ``key``: who may connect and do what (docs/security.md);
-    neither: development mode, loopback only unless ``insecure``."""
+    neither: development mode, loopback only unless ``insecure``. ``risk``: pre-trade limits
+    (``bus.risk``); ``state``: the file that keeps halts and limits set at run time."""
 
     def __init__(
         self,
@@ -59,6 +64,8 @@ class Server:
         access: Access | None = None,
         key: ServerKey | None = None,
         insecure: bool = False,
+        risk: RiskConfig | None = None,
+        state: Path | None = None,
     ) -> None:
         self.backend = backend
         self._heartbeat_interval = heartbeat_interval
@@ -70,6 +77,7 @@ class Server:
             recall=backend.recall,
             limits=limits,
             access=self.access,
+            risk=Risk(risk),
         )
         self._channels = Channels(
             endpoints, self.access, key=key, insecure=insecure, limits=self._protocol.limits
@@ -90,12 +98,20 @@ class Server:
             self, lambda route, frame: self._send(self._channels.control, route, frame)
         )
         self.unroutable_replies = 0
+        self.reply_queue_drops = 0
         self.endpoints: Endpoints | None = None
+        # Before the backend starts: the state file's halts hold from the first request.
+        self.risk_control = RiskControl(self, state)
         backend.start(self)
 
     @property
     def protocol(self) -> VenueProtocol:
         return self._protocol
+
+    @property
+    def subscribed(self) -> list[str]:
+        """The strategies whose streams have subscribers (the most recent ``heartbeat_streams``)."""
+        return list(self._channels.subscribed)
 
     @property
     def session(self) -> str:
@@ -116,7 +132,8 @@ class Server:
     @property
     def limits(self) -> LimitsStatus:
         """The limits in force, and how full each bound is."""
-        return self._protocol.limits_status(len(self._channels.subscribed))
+        status = self._protocol.limits_status(len(self._channels.subscribed))
+        return status.model_copy(update={"reply_queue_drops": self.reply_queue_drops})
 
     # --- sockets ------------------------------------------------------------------------------
 
@@ -268,7 +285,7 @@ class Server:
             error = WireError(f"a request is one frame (after a REQ's empty delimiter), not {n}")
             self._send(command, Route(frames[0], req_peer), self._protocol.refuse(error))
             return
-        effect = self._protocol.receive(route, body, user, time.monotonic())
+        effect = self._protocol.receive(route, body, user, time.monotonic(), datetime.now(UTC))
         if type(effect) is Execute:
             try:
                 self.backend.execute(effect.key, effect.request, effect.frame)
@@ -330,8 +347,12 @@ class Server:
             if route.req_peer:
                 socket.send(b"", NOBLOCK_SNDMORE)
             socket.send(frame, NOBLOCK)
+        except zmq.Again:
+            # The peer's queue is full (``reply_queue``): it does not read. Dropped, neither
+            # waited for nor retried; a resend of the same request id gets the answer again.
+            self.reply_queue_drops += 1
         except zmq.ZMQError:
-            # The peer is gone (or hopelessly behind). Its reply is kept: a retry gets it.
+            # The peer is gone (EHOSTUNREACH). Its reply is kept: a retry gets it.
             self.unroutable_replies += 1
 
     def _heartbeat(self) -> None:

@@ -52,6 +52,7 @@ class ZmqTransport(PortCore):
         heartbeat_interval: float = 0.5,
         liveness: int = 6,
         retry_throttled: bool = True,
+        deadlines: bool = True,
         client_id: str | None = None,
         keys: ClientKeys | None = None,
     ) -> None:
@@ -66,6 +67,7 @@ class ZmqTransport(PortCore):
             client_id=client_id,
             silence_limit=heartbeat_interval * liveness,
             retry_throttled=retry_throttled,
+            deadlines=deadlines,
             request_ids=self._request_ids,
         )
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None

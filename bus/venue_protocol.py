@@ -34,6 +34,7 @@ from bus.codec import (
 )
 from bus.limits import LimitsStatus, RateLimiter, ServerLimits, throttled
 from bus.reply_store import ReplyStore
+from bus.risk import Risk
 from ports.enums import ErrorReason
 from ports.models import (
     AmendOrder,
@@ -121,7 +122,8 @@ class VenueProtocol:
     ``recall``: given the token a backend passed with an answer, the result again (a backend
     that holds the result itself, such as the engine for an accepted submit, spares the store a
     copy of the frame). ``limits``: what a peer may use (``bus.limits``). ``access``: who may
-    send what (default: development mode, everyone may do everything).
+    send what (default: development mode, everyone may do everything). ``risk``: the pre-trade
+    controls (default: none set).
     """
 
     def __init__(
@@ -132,8 +134,10 @@ class VenueProtocol:
         recall: Callable[[Hashable], BaseModel | None] | None = None,
         limits: ServerLimits | None = None,
         access: Access | None = None,
+        risk: Risk | None = None,
     ) -> None:
         self.session = session
+        self.risk = risk if risk is not None else Risk()
         self.access = access if access is not None else Access()
         self.instance = instance
         self._recall = recall
@@ -175,10 +179,16 @@ class VenueProtocol:
     # --- requests ------------------------------------------------------------------------------
 
     def receive(
-        self, route: Route, frame: bytes, user: str | None = None, now: float | None = None
+        self,
+        route: Route,
+        frame: bytes,
+        user: str | None = None,
+        now: float | None = None,
+        wall: datetime | None = None,
     ) -> Received:
         """Take one request frame from the peer authenticated as ``user`` (its key; None in
-        development mode), at ``now`` (monotonic seconds, for the rate limit; None: no limit).
+        development mode), at ``now`` (monotonic seconds, for the rate limits; None: no limit)
+        and ``wall`` (UTC, for the request's deadline; None: not checked).
         None: it is a retry of a request still being worked on (its one answer goes to
         ``route``, the latest connection of that client)."""
         self.requests += 1
@@ -217,6 +227,18 @@ class VenueProtocol:
         request = envelope.body
         if isinstance(request, _EXECUTED):
             self.begin(key, request, route)
+            deadline = envelope.deadline
+            if deadline is not None and wall is not None and wall > deadline:
+                stale = Rejection(
+                    reason=ErrorReason.STALE_REQUEST,
+                    message=f"its deadline {deadline.isoformat()} had passed when the server "
+                    f"came to it ({wall.isoformat()}): not carried out",
+                    client_order_id=getattr(request, "client_order_id", None),
+                )
+                return Reply(route, self.answer(key, stale)[1])
+            breach = self.risk.check(key, request, now)
+            if breach is not None:  # answered here, and kept for its resends
+                return Reply(route, self.answer(key, breach)[1])
             return Execute(key, request, frame)
         if isinstance(request, Replay):
             return ReplayWanted(route, key[1], request)
@@ -244,6 +266,7 @@ class VenueProtocol:
         a reply the backend drops on purpose) and its frame. State-changing answers are kept for
         retries; ``recall`` (see the class; any hashable but bytes) stands in for the frame in the
         store."""
+        self.risk.answered(key, result)
         sync = self._syncs.pop(key, None)
         if sync is not None:  # answered with the open orders; the numbers are the protocol's
             if isinstance(result, OpenOrders):
@@ -349,6 +372,7 @@ class VenueProtocol:
         seq, venue_seq = len(index) + 1, len(self._frames) + 1
         if report.seq != seq or report.venue_seq != venue_seq:
             report = report.model_copy(update={"seq": seq, "venue_seq": venue_seq})
+        self.risk.observe(report)
         frame = encode(report)
         self._frames.append(frame)
         index.append(venue_seq)

@@ -25,6 +25,7 @@ from bus.backend import Answer, GetStatus, Host, Output, Report
 from bus.codec import Sync, decode, encode
 from bus.curve import ServerKey
 from bus.limits import ServerLimits
+from bus.risk import RiskConfig
 from bus.server import Endpoints, Server
 from bus.venue_protocol import RequestKey
 from mock_venue.clock import Clock, ManualClock, PinnedClock, WallClock
@@ -61,8 +62,8 @@ from ports.models import (
 CRASH_GRACE = 0.05  # seconds for the answer to a Crash command to leave the process
 _ENGINE_CONTROLS = (FillOrder, CancelUnsolicited, Restate, InjectFault, ClearFaults)
 STEP_TIMERS = 256
-"""Timers one step runs at most on real time: the server's loop turns between steps, so a long
-backlog (an order sliced into many fills) holds up neither heartbeats nor other work for long."""
+"""``VenueEngine``'s ``step_timers`` on real time: the loop turns between bounded steps, so a
+long backlog holds up neither heartbeats nor other work for long."""
 
 
 class EngineBackend:
@@ -98,13 +99,19 @@ class EngineBackend:
         # Named here, not by the server: the engine tags its order and fill ids with it, so that
         # a venue started afresh never hands out an id an earlier session did.
         self._session: str = uuid.uuid4().hex if header is None else header["session"]
+        # A recovered engine steps as the original did, whatever clock it runs on now.
+        steps = None if isinstance(self.clock, ManualClock) else STEP_TIMERS
+        self._steps: int | None = steps if header is None else header["step_timers"]
         self.engine = VenueEngine(
-            config, clock=self._pinned, rng=random.Random(seed), id_tag=self._session[:12]
+            config,
+            clock=self._pinned,
+            rng=random.Random(seed),
+            id_tag=self._session[:12],
+            step_timers=self._steps,
         )
         self._journal: Journal | None = None
         self._replaying: list[bytes] | None = None  # a recovery's expected frames, else None
         self._submits: dict[RequestKey, tuple[str, str]] = {}
-        self._limit = None if isinstance(self.clock, ManualClock) else STEP_TIMERS
         self._crash_at: float | None = None
         self._host: Host | None = None
         self.recovered_records = 0
@@ -138,6 +145,7 @@ class EngineBackend:
                 "session": self._session,
                 "start": self._start,
                 "seed": self._seed,
+                "step_timers": self._steps,
                 "config": self._config.model_dump(mode="json"),
             }
             self._journal = Journal.create(self._journal_path, header, self._fsync)
@@ -210,17 +218,16 @@ class EngineBackend:
             self._pinned.pin(self.engine.time if not advancing and self.behind(now) else now)
         return self._pinned.now()
 
-    def _advance(self, *, always: bool = False, replayed: Mapping[str, Any] | None = None) -> None:
-        """Run the engine's timers that are due (journaled only if one was, or ``always``);
-        ``replayed``: the journal's record of this step, which says how many may run."""
+    def _advance(self, *, always: bool = False) -> None:
+        """Run the engine's timers that are due, as one bounded step (journaled only if a timer
+        was due, or ``always``)."""
         due = self.engine.next_timer_at()
         if not always and due is None:
             return
         at = self._step_time(advancing=True)
         if not always and due is not None and due > at:
             return
-        limit = self._limit if replayed is None else replayed.get("n")
-        self._step(self.engine.advance(limit), {"k": "a", "t": at, "n": limit})
+        self._step(self.engine.advance(), {"k": "a", "t": at})
 
     def _execute(self, key: RequestKey, request: BaseModel, frame: bytes) -> None:
         """One request through the engine: the same code live and in a recovery."""
@@ -292,7 +299,7 @@ class EngineBackend:
             self._pinned.pin(last)
             match record["k"]:
                 case "a":
-                    self._advance(always=True, replayed=record)
+                    self._advance(always=True)
                 case "r":
                     body = decode(record["b"], max_bytes=None).body
                     key = (record["c"], record["id"])
@@ -382,6 +389,8 @@ def venue_server(
     access: Access | None = None,
     key: ServerKey | None = None,
     insecure: bool = False,
+    risk: RiskConfig | None = None,
+    state: Path | None = None,
     **backend: Any,
 ) -> Server:
     """A bus server hosting the mock venue (``backend``: ``EngineBackend``'s options; the
@@ -394,4 +403,6 @@ def venue_server(
         access=access,
         key=key,
         insecure=insecure,
+        risk=risk,
+        state=state,
     )

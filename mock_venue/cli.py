@@ -13,6 +13,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from bus.keys_cli import client_key_options, server_security, server_security_options
+from bus.risk_cli import server_risk, server_risk_options
 from bus.serve import serve_until_signalled
 from bus.server import Endpoints
 from mock_venue.backend import EngineBackend, venue_server
@@ -147,6 +148,7 @@ def main() -> None:
     help="Scenario file (YAML): faults in force from the start (not on a recovery).",
 )
 @server_security_options
+@server_risk_options
 def serve(
     command_endpoint: str,
     events_endpoint: str,
@@ -162,6 +164,8 @@ def serve(
     server_key: Path | None,
     entitlements: Path | None,
     insecure: bool,
+    risk_path: Path | None,
+    state_path: Path | None,
 ) -> None:
     """Run the venue until SIGINT or SIGTERM. Prints one JSON ready line with its endpoints.
     SIGHUP reloads --entitlements."""
@@ -182,6 +186,7 @@ def serve(
             fsync=FsyncPolicy(fsync),
             scenario=faults,
             **security,
+            **server_risk(risk_path, state_path, journal),
         )
     except (JournalError, OSError) as exc:
         raise click.ClickException(f"cannot use the journal: {exc}") from None

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from bus.backend import SERVER_CONTROL_MODELS, GetStatus, SecurityStatus
 from bus.codec import MODELS
 from bus.limits import LimitsStatus
+from bus.risk import RiskStatus
 from mock_venue.faults import MAX_SECONDS, ActiveFault, Fault
 from ports.models import Identifier, Price, Quantity, Rejection
 
@@ -118,6 +119,7 @@ class VenueStatus(_Control):
     unroutable_replies: int = 0  # answers to peers gone meanwhile (kept for their retry)
     security: SecurityStatus
     limits: LimitsStatus
+    risk: RiskStatus
     journal: str | None = None
     journal_records: int = 0  # written by this run
     recovered_records: int = 0  # replayed from the journal at start

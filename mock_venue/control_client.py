@@ -17,6 +17,16 @@ from pydantic import BaseModel
 from bus.backend import EntitlementsReloaded, GetStatus, ReloadEntitlements
 from bus.codec import WireError, decode, encode
 from bus.curve import ClientKeys, HandshakeWatch, resolve
+from bus.risk import (
+    GetPositions,
+    Halted,
+    Kill,
+    Positions,
+    Resume,
+    RiskConfig,
+    RiskStatus,
+    SetRiskLimits,
+)
 from mock_venue.control import (
     CONTROL_MODELS,
     CONTROL_TYPES,
@@ -139,6 +149,22 @@ class ControlClient:
         """What the venue holds: orders, clients, sequence numbers, faults."""
         return await self._call(GetStatus(), VenueStatus)
 
+    async def kill(self, strategy_id: str | None = None) -> Halted:
+        """Halt a strategy (None: every one): its open orders canceled, new ones refused."""
+        return await self._call(Kill(strategy_id=strategy_id), Halted)
+
+    async def resume(self, strategy_id: str | None = None) -> Halted:
+        """Lift the halt of a strategy (None: every halt)."""
+        return await self._call(Resume(strategy_id=strategy_id), Halted)
+
+    async def positions(self, strategy_id: str | None = None) -> Positions:
+        """Positions from fills: of one strategy, or of every one and the total."""
+        return await self._call(GetPositions(strategy_id=strategy_id), Positions)
+
+    async def set_risk_limits(self, config: RiskConfig) -> RiskStatus:
+        """Put pre-trade limits in force at once."""
+        return await self._call(SetRiskLimits(config=config), RiskStatus)
+
     def close(self) -> None:
         self._watch.close()
         self._socket.close(linger=0)
@@ -223,6 +249,22 @@ class BlockingControlClient:
     def status(self) -> VenueStatus:
         """What the venue holds."""
         return self._run(self._client.status())
+
+    def kill(self, strategy_id: str | None = None) -> Halted:
+        """Halt a strategy (None: every one): its open orders canceled, new ones refused."""
+        return self._run(self._client.kill(strategy_id))
+
+    def resume(self, strategy_id: str | None = None) -> Halted:
+        """Lift the halt of a strategy (None: every halt)."""
+        return self._run(self._client.resume(strategy_id))
+
+    def positions(self, strategy_id: str | None = None) -> Positions:
+        """Positions from fills: of one strategy, or of every one and the total."""
+        return self._run(self._client.positions(strategy_id))
+
+    def set_risk_limits(self, config: RiskConfig) -> RiskStatus:
+        """Put pre-trade limits in force at once."""
+        return self._run(self._client.set_risk_limits(config))
 
     def close(self) -> None:
         async def close() -> None:

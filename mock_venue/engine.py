@@ -76,7 +76,8 @@ class VenueEngine:
     clock may have moved; publish and answer exactly the outputs it returns, in order. The faults
     in force are in ``faults``. Order and fill ids are ``<venue_id>-<n>`` and
     ``<venue_id>-F<n>``, or with ``id_tag`` ``<venue_id>-<id_tag>-<n>`` (a served venue tags them
-    with its session, so that they stay unique across sessions)."""
+    with its session, so that they stay unique across sessions). ``step_timers``: the most timers
+    one call runs before its own work and after it (None: all that are due)."""
 
     def __init__(
         self,
@@ -85,9 +86,11 @@ class VenueEngine:
         clock: Clock,
         rng: random.Random,
         id_tag: str | None = None,
+        step_timers: int | None = None,
     ) -> None:
         self.config = config
         self._clock = clock
+        self._step_timers = step_timers
         now = clock.now()
         if now.utcoffset() is None:  # every time the engine reports is taken as it comes
             raise ValueError("the engine's clock must give timezone-aware times")
@@ -95,7 +98,7 @@ class VenueEngine:
         self._timers = Timers(now)
         self._out = Outbox(self._timers)
         prefix = config.venue_id if id_tag is None else f"{config.venue_id}-{id_tag}"
-        self._book = OrderBook(prefix, self._instruments, outbox=self._out, timers=self._timers)
+        self._book = OrderBook(prefix, outbox=self._out, timers=self._timers)
         price_rngs = price_path_rngs(self._instruments, rng)
         # Drawn after the price paths, so adding it left every seeded price path as it was.
         self.faults = FaultBook(random.Random(rng.getrandbits(64)))
@@ -108,13 +111,13 @@ class VenueEngine:
 
     def handle(self, request: Request, token: Hashable) -> list[Output]:
         """Process one request; ``token`` comes back on its ``Respond``."""
-        self._timers.run_until(self._clock.now())
+        self._run_due()
         match request:
             case QueryOrder() | ListOpenOrders():
                 self._out.respond(token, self.read(request))
             case _:
                 self._order_request(request, token)
-        return self._out.drain()
+        return self._drain()
 
     def read(self, request: QueryOrder | ListOpenOrders) -> OrderSnapshot | OpenOrders | Rejection:
         """The answer to a read-only request, as things stand: nothing changes, no timer runs."""
@@ -128,10 +131,9 @@ class VenueEngine:
             return rejection(ErrorReason.UNKNOWN_ORDER, request.client_order_id)
         return snapshot(order)
 
-    def advance(self, limit: int | None = None) -> list[Output]:
-        """Run everything due by the clock's current time (at most ``limit`` timers: then
-        ``next_timer_at`` may still be due)."""
-        self._timers.run_until(self._clock.now(), limit)
+    def advance(self) -> list[Output]:
+        """Run what is due by the clock's current time (at most ``step_timers`` timers)."""
+        self._run_due()
         return self._out.drain()
 
     @property
@@ -196,7 +198,7 @@ class VenueEngine:
     ) -> list[Output]:
         """Scripted fill, now: ``quantity`` (default: all that is left) at ``price`` (default: the
         limit price, else the reference price)."""
-        self._timers.run_until(self._clock.now())
+        self._run_due()
         order = self._book.working(strategy_id, client_order_id)
         qty = order.leaves_qty if quantity is None else checked_amount(quantity, "fill quantity")
         if not 0 < qty <= order.leaves_qty:
@@ -206,26 +208,34 @@ class VenueEngine:
         else:
             px = checked_amount(price, "fill price")
         self._book.fill(order, qty, px)
-        return self._out.drain()
+        return self._drain()
 
     def cancel_unsolicited(self, strategy_id: str, client_order_id: str) -> list[Output]:
         """The venue cancels a working order on its own."""
-        self._timers.run_until(self._clock.now())
+        self._run_due()
         order = self._book.working(strategy_id, client_order_id)
         self._book.end(order, CancelReason.UNSOLICITED)
-        return self._out.drain()
+        return self._drain()
 
     def restate(self, strategy_id: str, client_order_id: str, quantity: Decimal) -> list[Output]:
         """The venue reduces a working order's quantity on its own."""
-        self._timers.run_until(self._clock.now())
+        self._run_due()
         order = self._book.working(strategy_id, client_order_id)
         quantity = checked_amount(quantity, "restatement quantity")
         if not quantity < order.quantity:
             raise VenueControlError(f"a restatement reduces the quantity below {order.quantity}")
         self._book.set_quantity(order, quantity, ExecType.RESTATED)
-        return self._out.drain()
+        return self._drain()
 
     # --- requests -----------------------------------------------------------------------------
+
+    def _run_due(self) -> None:
+        self._timers.run_until(self._clock.now(), self._step_timers)
+
+    def _drain(self) -> list[Output]:
+        """The call's outputs, with the first of the work it spread (the rest: ``advance``)."""
+        self._run_due()
+        return self._out.drain()
 
     def _order_request(
         self, request: SubmitOrder | AmendOrder | CancelOrder | CancelAllOrders, token: Hashable
@@ -377,8 +387,18 @@ class VenueEngine:
             self._matching.amended(order)
 
     def _cancel_all(self, request: CancelAllOrders, token: Hashable) -> None:
-        canceled = self._book.cancel_all(request)
-        self._out.respond(
-            token,
-            CancelAllAcknowledgement(strategy_id=request.strategy_id, client_order_ids=canceled),
-        )
+        """Every order the request covers now, one at a time (spread over steps: there may be
+        many), then the acknowledgement naming those it canceled."""
+        canceled, covered = self._book.cancel_all(request)
+
+        def work() -> Iterator[None]:
+            for order in covered:
+                if self._book.cancel_covered(order):
+                    canceled.append(order.terms.client_order_id)
+                yield
+            acknowledged = CancelAllAcknowledgement(
+                strategy_id=request.strategy_id, client_order_ids=tuple(canceled)
+            )
+            self._out.respond(token, acknowledged)
+
+        self._timers.spread(work())

@@ -30,7 +30,7 @@ import msgpack
 _MARKER: Final = b"OBJR"
 _PREFIX: Final = struct.Struct(">4sII")
 MAGIC: Final = "orderbus-journal"
-FORMAT: Final = 1
+FORMAT: Final = 2
 
 
 class JournalError(Exception):
@@ -115,8 +115,13 @@ def read(path: Path) -> Recovered:
     if not records:
         raise JournalError(f"{path}: no journal header (empty, or not a journal)")
     header = records.pop(0)
-    if header.get("magic") != MAGIC or header.get("format") != FORMAT:
-        raise JournalError(f"{path}: not an orderbus journal of format {FORMAT}")
+    if header.get("magic") != MAGIC:
+        raise JournalError(f"{path}: not an orderbus journal")
+    if header.get("format") != FORMAT:
+        raise JournalError(
+            f"{path}: a journal of format {header.get('format')!r}, written by another version "
+            f"of orderbus; this one reads format {FORMAT} (start with a new journal)"
+        )
     return Recovered(header, records, torn)
 
 

@@ -5,7 +5,8 @@ FillBeforeChange race). See mock_venue/config.py for what each fill model promis
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from decimal import Decimal
 from typing import Final
 
@@ -18,6 +19,7 @@ from mock_venue.config import (
 from mock_venue.fault_book import FaultBook
 from mock_venue.faults import DelayFills, FillBeforeChange
 from mock_venue.orders import Order, OrderBook
+from mock_venue.resting import RestingLimits
 from mock_venue.timers import Timers
 from ports.enums import CancelReason, Side, TimeInForce
 from ports.models import MAX_AMOUNT, AmendOrder, CancelOrder
@@ -57,6 +59,7 @@ class Matcher:
         self._timers = timers
         self._faults = faults
         self._prices = {s: i.reference_price for s, i in instruments.items()}
+        self._resting = {symbol: RestingLimits() for symbol in price_rngs}
         for symbol, rng in price_rngs.items():
             model = instruments[symbol].fill_model
             assert isinstance(model, PricePathFill)
@@ -81,15 +84,21 @@ class Matcher:
         elif isinstance(model, ImmediateFill):
             self._fill_later(order, order.leaves_qty, self.natural_price(order))
         elif isinstance(model, SlicedFill):
-            for k in range(1, model.slices + 1):
-                self._timers.after(model.interval * k, lambda: self._fill_slice(order, model))
+            self._slice_at(order, model, 1)
         elif isinstance(model, PricePathFill):
-            self._cross(order, resting=False)
+            self._arrive(order)
 
     def amended(self, order: Order) -> None:
-        """An amend may make a price-path order marketable."""
+        """An amend may make a price-path order marketable, or rest it at another price."""
         if isinstance(order.instrument.fill_model, PricePathFill):
-            self._cross(order, resting=False)
+            self._arrive(order)
+
+    def _arrive(self, order: Order) -> None:
+        """A price-path order trades now if it can, else rests at its limit."""
+        self._cross(order, resting=False)
+        can_rest = order.working and order.leaves_qty > order.inflight_qty
+        if order.limit_price is not None and can_rest:
+            self._resting[order.instrument.symbol].add(order)
 
     def fill_before_change(self, order: Order, request: AmendOrder | CancelOrder) -> None:
         """A FillBeforeChange fault: the fill that lands just before the change does."""
@@ -141,11 +150,20 @@ class Matcher:
         lot = order.instrument.lot_size
         return min(leaves, max(lot, (leaves / remaining_slices // lot) * lot))
 
-    def _fill_slice(self, order: Order, model: SlicedFill) -> None:
+    def _slice_at(self, order: Order, model: SlicedFill, k: int) -> None:
+        """Slice ``k`` at ``k`` intervals from acceptance: one timer at a time per order, each
+        setting the next, instead of every slice's up front."""
+        assert order.accepted_at is not None
+        when = order.accepted_at + timedelta(seconds=model.interval * k)
+        self._timers.at(when, lambda: self._fill_slice(order, model, k))
+
+    def _fill_slice(self, order: Order, model: SlicedFill, k: int) -> None:
         if not order.working:
             return
         qty = self._slice_qty(order, model)
         order.slices_done += 1
+        if k < model.slices:
+            self._slice_at(order, model, k + 1)
         if qty > 0:
             self._fill_later(order, qty, self.natural_price(order))
 
@@ -168,11 +186,18 @@ class Matcher:
         def step() -> None:
             move = rng.randint(-model.max_ticks_per_step, model.max_ticks_per_step)
             self._prices[symbol] = min(max(tick, self._prices[symbol] + move * tick), top)
-            for order in self._book.resting(symbol):
-                self._cross(order, resting=True)
+            self._timers.spread(self._crossed(symbol))
             self._timers.after(model.step_interval, step)
 
         return step
+
+    def _crossed(self, symbol: str) -> Iterator[None]:
+        """The resting orders the price crosses, best first, one at a time (there may be
+        many)."""
+        resting = self._resting[symbol]
+        while (order := resting.pop_crossing(self._prices[symbol])) is not None:
+            self._cross(order, resting=True)
+            yield
 
     def _after_fill_delay(self, order: Order, action: Callable[[], None]) -> None:
         terms = order.terms

@@ -9,7 +9,7 @@ transition and reports each one as it makes it; nothing else writes an order's s
 from __future__ import annotations
 
 import sys
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -197,18 +197,17 @@ def amend_problem(order: Order, request: AmendOrder) -> Problem | None:
 
 
 class OrderBook:
-    """Every order the venue knows, the open ones by instrument, and every transition of their
+    """Every order the venue knows, the open ones by strategy, and every transition of their
     state, each reported on the order's stream as it is made."""
 
-    def __init__(
-        self, venue_id: str, symbols: Iterable[str], *, outbox: Outbox, timers: Timers
-    ) -> None:
+    def __init__(self, venue_id: str, *, outbox: Outbox, timers: Timers) -> None:
         self._venue_id = venue_id
         self._out = outbox
         self._timers = timers
         self._orders: dict[tuple[str, str], Order] = {}
-        self._open: dict[str, dict[tuple[str, str], Order]] = {s: {} for s in symbols}
         self._by_strategy = OpenIndex()
+        # Not yet accepted (a delayed acknowledgement), by strategy: what a cancel-all marks.
+        self._pending_new: dict[str, dict[tuple[str, str], Order]] = {}
         self._order_ids = 0
         self._fill_ids = 0
 
@@ -236,10 +235,6 @@ class OrderBook:
         """A strategy's open orders, oldest first, a page at a time (``OpenIndex.page``)."""
         return self._by_strategy.page(strategy_id, instrument, after, limit)
 
-    def resting(self, symbol: str) -> list[Order]:
-        """The open orders on ``symbol``, in the order they opened."""
-        return list(self._open[symbol].values())
-
     # --- transitions ----------------------------------------------------------------------------
 
     def add(self, terms: Terms, instrument: InstrumentConfig, token: Hashable) -> Order:
@@ -258,20 +253,28 @@ class OrderBook:
             submit_waiters=(token,),
         )
         self._orders[key] = order
+        self._pending_new.setdefault(terms.strategy_id, {})[key] = order
         return order
 
     def reject(self, order: Order, problem: Problem) -> None:
         """PENDING_NEW -> REJECTED."""
+        self._taken(order)
         order.base = OrderStatus.REJECTED
         self._out.report(order, ExecType.REJECTED, reject_reason=problem[0], text=problem[1])
 
     def accept(self, order: Order) -> None:
         """PENDING_NEW -> NEW: on the book."""
+        self._taken(order)
         order.base = OrderStatus.NEW
-        self._open[order.instrument.symbol][order.key] = order
         self._by_strategy.add(order)
         self._out.report(order, ExecType.ACCEPTED)
         order.accepted_at, order.accepted_seq = self._timers.now, order.last_seq
+
+    def _taken(self, order: Order) -> None:
+        pending = self._pending_new[order.terms.strategy_id]
+        del pending[order.key]
+        if not pending:
+            del self._pending_new[order.terms.strategy_id]
 
     def hold(self, order: Order, change: PendingChange) -> None:
         """A change taken in but applied later: the order shows it pending meanwhile."""
@@ -332,28 +335,41 @@ class OrderBook:
         if order.working:
             self.end(order, CancelReason.EXPIRED)
 
-    def cancel_all(self, request: CancelAllOrders) -> tuple[str, ...]:
-        """Cancel what the request covers; returns the client order ids canceled."""
-        canceled = []
-        # Orders whose acknowledgement is delayed are canceled as soon as they are accepted.
-        for order in self._orders.values():
-            terms = order.terms
-            if (
-                order.base is OrderStatus.PENDING_NEW
-                and terms.strategy_id == request.strategy_id
-                and request.instrument in (None, terms.instrument)
-                and request.side in (None, terms.side)
-            ):
+    def cancel_all(self, request: CancelAllOrders) -> tuple[list[str], Iterator[Order]]:
+        """What a cancel-all covers: the client order ids of orders not yet accepted (canceled as
+        soon as they are, marked now), and the orders open now, found a page at a time as they
+        are taken (``cancel_covered`` ends each)."""
+
+        def covers(terms: Terms) -> bool:
+            side_ok = request.side in (None, terms.side)
+            return side_ok and request.instrument in (None, terms.instrument)
+
+        pending = []
+        for order in self._pending_new.get(request.strategy_id, {}).values():
+            if covers(order.terms):
                 order.cancel_on_accept = True
-                canceled.append(terms.client_order_id)
-        for order in self.open_orders(request.strategy_id, request.instrument)[0]:
-            if request.side is not None and order.terms.side is not request.side:
-                continue
-            if order.pending_change is not None and order.pending_change.kind is CANCEL:
-                continue  # a cancel is already on its way
-            canceled.append(order.terms.client_order_id)
-            self.end(order, CancelReason.CANCEL_ALL)
-        return tuple(canceled)
+                pending.append(order.terms.client_order_id)
+
+        def covered(last: int) -> Iterator[Order]:
+            after: int | None = 0
+            while after is not None:
+                page, after = self.open_orders(request.strategy_id, request.instrument, after, 64)
+                for order in page:
+                    if order.number > last:
+                        return  # came later: not covered (an earlier one pending is marked)
+                    if covers(order.terms):
+                        yield order
+
+        return pending, covered(self._order_ids)
+
+    def cancel_covered(self, order: Order) -> bool:
+        """End an order a cancel-all covered, if it still works and no cancel is on its way."""
+        if not order.working or (
+            order.pending_change is not None and order.pending_change.kind is CANCEL
+        ):
+            return False
+        self.end(order, CancelReason.CANCEL_ALL)
+        return True
 
     def _report_change(
         self,
@@ -370,7 +386,6 @@ class OrderBook:
         request is then refused as too late."""
         pending = None
         if not order.working:
-            self._open[order.instrument.symbol].pop(order.key, None)
             self._by_strategy.remove(order)
             pending, order.pending_change = order.pending_change, None
         self._out.report(

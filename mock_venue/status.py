@@ -39,6 +39,7 @@ def venue_status(backend: EngineBackend, host: Host, journal: Journal | None) ->
         unroutable_replies=host.unroutable_replies,
         security=host.security,
         limits=host.limits,
+        risk=host.protocol.risk.status(),
         journal=None if journal is None else str(journal.path),
         journal_records=0 if journal is None else journal.records,
         recovered_records=backend.recovered_records,

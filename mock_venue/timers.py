@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mock_venue.orders import Order
+
+
+_DONE = object()
 
 
 @dataclass(order=True, slots=True)
@@ -35,6 +38,18 @@ class Timers:
         """Run ``action`` at ``when``."""
         self._count += 1
         heapq.heappush(self._heap, _Timer(when, self._count, action))
+
+    def spread(self, work: Iterator[object]) -> None:
+        """Run ``work`` one item at a time, each as a timer due now: a large piece of work (every
+        DAY order at the day's end, a cancel-all of many orders) counts item by item against a
+        bounded step's limit, so it is spread over steps instead of holding up the loop."""
+        when = self.now
+
+        def run() -> None:
+            if next(work, _DONE) is not _DONE:
+                self.at(when, run)
+
+        self.at(when, run)
 
     def next_at(self) -> datetime | None:
         return self._heap[0].when if self._heap else None
@@ -80,5 +95,4 @@ class TradingDay:
     def _end(self) -> None:
         self._end_at = None
         orders, self._orders = self._orders, []
-        for order in orders:
-            self._expire(order)
+        self._timers.spread(self._expire(order) for order in orders)

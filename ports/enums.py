@@ -92,6 +92,8 @@ class ErrorReason(StrEnum):
     PROTOCOL_ERROR = "protocol_error"
     PORT_CLOSED = "port_closed"
     NOT_AUTHORIZED = "not_authorized"
+    TRADING_HALTED = "trading_halted"  # the kill switch: cancels and queries only
+    STALE_REQUEST = "stale_request"  # its deadline had passed when the server came to it
 
 
 class CancelReason(StrEnum):
@@ -130,3 +132,5 @@ class PortEventKind(StrEnum):
     VENUE_RESET = "venue_reset"  # a venue with new state: what the old one held is gone
     ORDER_IN_DOUBT = "order_in_doubt"  # a request about the order went unanswered in time
     ORDER_SETTLED = "order_settled"  # the port learned what the venue holds for that order
+    TRADING_HALTED = "trading_halted"  # the kill switch: new orders refused until resumed
+    TRADING_RESUMED = "trading_resumed"  # the halt is lifted

@@ -261,7 +261,8 @@ def paged_open_orders(
     strategy_id: str, instrument: str | None
 ) -> Generator[ListOpenOrders, OpenOrders, tuple[OrderSnapshot, ...]]:
     """The requests for all of a strategy's open orders, page by page: send each answer back;
-    the last ``send`` returns (``StopIteration.value``) every order, oldest first."""
+    the last ``send`` returns (``StopIteration.value``) every order, oldest first. A cursor that
+    does not move on raises ``ConnectivityError`` (reason ``protocol_error``)."""
     orders: list[OrderSnapshot] = []
     after = 0
     while True:
@@ -270,7 +271,14 @@ def paged_open_orders(
         if page.next_after is None:
             return tuple(orders)
         if page.next_after <= after:  # a cursor that does not move would ask for ever
-            raise ValueError(f"next_after {page.next_after} does not follow after {after}")
+            from ports.errors import ConnectivityError  # it needs this module: imported late
+
+            raise ConnectivityError(
+                f"the venue's open orders page says next_after {page.next_after}, which does "
+                f"not follow after {after}",
+                reason=ErrorReason.PROTOCOL_ERROR,
+                outcome=Outcome.DEFINITE,
+            )
         after = page.next_after
 
 

@@ -2,6 +2,10 @@
 checks its own view of every order against the venue's and prints the figures as one JSON line.
 
 ``python -m tests.integration.chaos_strategy --command ... --events ... --strategy s1 --orders 500``
+
+Progress goes to stderr as it runs (a line every tenth of the orders, and while the streams
+settle), and on SIGTERM (the test's deadline) the figures so far, as one JSON line, before it
+exits with ``INTERRUPTED``: a strategy that runs late still tells what it got through.
 """
 
 from __future__ import annotations
@@ -9,7 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +43,14 @@ from ports import (
 
 _T = TypeVar("_T")
 INSTRUMENTS = ("IMM", "MAN", "SLC")
-SETTLE_WAIT = 60.0  # seconds for the streams to catch up with the venue at the end
+SETTLE_WAIT = 60.0  # seconds for the streams to catch up with the venue at the end (default)
+INTERRUPTED = 3  # exit code after SIGTERM: the partial figures are on stderr
+PROGRESS_EVERY = 5.0  # seconds between progress lines while settling
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 @dataclass
@@ -70,6 +83,31 @@ class Strategy:
         self.views: dict[str, View] = {}
         self.figures = Figures()
         self.last_seq = 0
+        self.started = time.monotonic()
+        self.phase = "placing"
+        self.placed = 0
+        self.place_seconds = 0.0
+        self.settle_rounds = 0
+        self.differing = -1  # orders the stream and the venue disagree on, at the last round
+
+    def so_far(self) -> dict[str, Any]:
+        """The figures at this moment (for progress lines, and when interrupted)."""
+        return {
+            "strategy": self.name,
+            "phase": self.phase,
+            "placed": self.placed,
+            "seconds": round(time.monotonic() - self.started, 1),
+            **self.figures.__dict__,
+            "orders_seen_on_stream": len(self.views),
+            "fills": sum(len(v.fills) for v in self.views.values()),
+            "settle_rounds": self.settle_rounds,
+            "differing": self.differing,
+        }
+
+    def interrupted(self, signum: int, frame: object) -> None:
+        """SIGTERM: the figures so far on stderr, then out (the test is past its deadline)."""
+        _progress("interrupted: " + json.dumps(self.so_far()))
+        os._exit(INTERRUPTED)
 
     def on_report(self, report: ExecutionReport) -> None:
         if report.seq != self.last_seq + 1:
@@ -154,16 +192,32 @@ class Strategy:
                 cancel = CancelOrder(strategy_id=self.name, client_order_id=coid)
                 await self.robust(lambda: self.port.cancel_order(cancel))
 
-    async def check(self, orders: int) -> dict[str, Any]:
+    async def check(self, orders: int, settle_wait: float = SETTLE_WAIT) -> dict[str, Any]:
         """Wait until the stream agrees with the venue on every order; report what differs."""
+        self.phase = "settling"
+        self.place_seconds = time.monotonic() - self.started
+        _progress(f"{self.name}: placed {self.placed} in {self.place_seconds:.1f} s")
         coids = [f"{self.name}-{n}" for n in range(orders)]
-        deadline = time.monotonic() + SETTLE_WAIT
+        settle_started = time.monotonic()
+        deadline = settle_started + settle_wait
+        next_line = settle_started + PROGRESS_EVERY
         while True:
             venue = {c: await self.status(c) for c in coids}
             differ = [c for c, snap in venue.items() if not self._agrees(c, snap)]
-            if (not differ and all(map(_settled, venue.values()))) or time.monotonic() > deadline:
+            self.settle_rounds += 1
+            self.differing = len(differ)
+            settled = not differ and all(map(_settled, venue.values()))
+            if settled or time.monotonic() > deadline:
                 break
+            if time.monotonic() >= next_line:
+                next_line += PROGRESS_EVERY
+                _progress(
+                    f"{self.name}: settling, round {self.settle_rounds}: {len(differ)} differ"
+                )
             await asyncio.sleep(0.2)
+        settle_seconds = time.monotonic() - settle_started
+        if not settled:
+            _progress(f"{self.name}: not settled after {settle_seconds:.1f} s: {differ[:20]}")
         at_venue = {c: s for c, s in venue.items() if s is not None}
         fills = sum(len(v.fills) for v in self.views.values())
         return {
@@ -175,6 +229,9 @@ class Strategy:
             "filled_qty": str(sum((s.cum_qty for s in at_venue.values()), Decimal(0))),
             "fills_counted_twice": sum(v.fills_twice for v in self.views.values()),
             "orders_differing": differ,
+            "place_seconds": round(self.place_seconds, 1),
+            "settle_seconds": round(settle_seconds, 1),
+            "settle_rounds": self.settle_rounds,
         }
 
     def _agrees(self, coid: str, snapshot: OrderSnapshot | None) -> bool:
@@ -200,10 +257,13 @@ def _settled(snapshot: OrderSnapshot | None) -> bool:
     return snapshot.instrument == "MAN" or snapshot.status.is_terminal
 
 
-async def run(command: str, events: str, name: str, orders: int, seed: int) -> dict[str, Any]:
+async def run(
+    command: str, events: str, name: str, orders: int, seed: int, settle_wait: float = SETTLE_WAIT
+) -> dict[str, Any]:
     port = ZmqOrderExecutionPort(name, command=command, events=events, ack_timeout=1.0)
     async with port:
         strategy = Strategy(port, name, random.Random(seed))
+        signal.signal(signal.SIGTERM, strategy.interrupted)
         updates = port.updates()
 
         async def consume() -> None:
@@ -211,9 +271,13 @@ async def run(command: str, events: str, name: str, orders: int, seed: int) -> d
                 strategy.on_report(report)
 
         consumer = asyncio.create_task(consume())
+        every = max(1, orders // 10)
         for n in range(orders):
             await strategy.place(n)
-        result = await strategy.check(orders)
+            strategy.placed = n + 1
+            if strategy.placed % every == 0:
+                _progress(json.dumps(strategy.so_far()))
+        result = await strategy.check(orders, settle_wait)
         consumer.cancel()
         return result
 
@@ -225,8 +289,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--strategy", required=True)
     parser.add_argument("--orders", type=int, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settle-wait", type=float, default=SETTLE_WAIT)
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args.command, args.events, args.strategy, args.orders, args.seed))
+    result = asyncio.run(
+        run(args.command, args.events, args.strategy, args.orders, args.seed, args.settle_wait)
+    )
     sys.stdout.write(json.dumps(result) + "\n")
 
 

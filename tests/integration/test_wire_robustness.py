@@ -26,6 +26,7 @@ import zmq
 from pydantic import BaseModel
 
 from bus.codec import MAX_FRAME_BYTES, Envelope, Heartbeat, decode, encode
+from bus.limits import ServerLimits
 from bus.server import Endpoints
 from mock_venue.control import StrategyStatus, VenueStatus
 from mock_venue.control_client import BlockingControlClient, ControlClient
@@ -486,6 +487,10 @@ def test_out_of_range_numbers_are_refused_and_the_venue_keeps_serving(
 # --- 2. a frame flood -----------------------------------------------------------------------------
 
 FLOOD = 20_000
+# Frames the flooding peer leaves unanswered at most, under the server's queue of replies for one
+# peer (``reply_queue``): beyond that queue, a peer that does not read loses its replies, and the
+# error reply to a garbage frame has no request id to be asked for again.
+FLOOD_WINDOW = ServerLimits().reply_queue // 2
 GOOD_SUBMITS = 200
 GARBAGE = b"\xc1 flood"
 
@@ -500,7 +505,8 @@ class _FloodResult:
 
 
 def _flood(context: zmq.Context[Socket], endpoint: str, started: threading.Event) -> _FloodResult:
-    """Send FLOOD garbage frames as fast as possible without reading, then read every answer."""
+    """Send FLOOD garbage frames as fast as the venue takes them, FLOOD_WINDOW of them
+    unanswered at any time, reading every answer."""
     result = _FloodResult()
     socket: Socket = context.socket(zmq.DEALER)  # this thread's own socket
     socket.setsockopt(zmq.LINGER, 0)
@@ -508,12 +514,12 @@ def _flood(context: zmq.Context[Socket], endpoint: str, started: threading.Event
     socket.setsockopt(zmq.SNDHWM, 0)
     socket.connect(endpoint)
     try:
-        for n in range(FLOOD):
-            socket.send(GARBAGE)
-            result.sent += 1
-            if n == 1000:
-                started.set()
-        for _ in range(FLOOD):
+        while result.replies < FLOOD:
+            while result.sent < FLOOD and result.sent - result.replies < FLOOD_WINDOW:
+                socket.send(GARBAGE)
+                result.sent += 1
+                if result.sent == 1000:
+                    started.set()
             if not socket.poll(WAIT_MS, zmq.POLLIN):
                 break
             frame = socket.recv()
@@ -561,6 +567,7 @@ def test_a_frame_flood_from_one_peer_does_not_starve_another(
 
     after = venue_status(endpoints)
     assert after.protocol_errors - before.protocol_errors == FLOOD
+    assert after.limits.reply_queue_drops == before.limits.reply_queue_drops
     assert after.requests - before.requests == FLOOD + GOOD_SUBMITS
     counts = strategy_status(after, strategy)
     assert counts is not None

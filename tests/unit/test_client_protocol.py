@@ -8,7 +8,7 @@ import itertools
 import math
 import random
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgpack
 import pytest
@@ -400,9 +400,11 @@ def resend_times(
 
 
 def test_an_unanswered_request_is_resent_with_backoff_until_its_deadline() -> None:
-    protocol = ClientProtocol("s1", client_id="c1", rng=random.Random(5))
+    at = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    protocol = ClientProtocol("s1", client_id="c1", rng=random.Random(5), clock=lambda: at)
     frame = protocol.send(7, QUERY, now=0.0, deadline=4.5)
     assert decode(frame).request_id == 7
+    assert decode(frame).deadline == at + timedelta(seconds=4.5)  # the server's to check
     assert protocol.next_timer() <= 0.2 * 1.25
     times, expired = resend_times(protocol, frame, until=5.0)
     gaps = [b - a for a, b in zip([0.0, *times], times, strict=False)]
@@ -413,7 +415,7 @@ def test_an_unanswered_request_is_resent_with_backoff_until_its_deadline() -> No
     assert len(protocol.requests) == 0
     assert protocol.next_timer() == math.inf
     # The same seed, the same schedule: the jitter comes from the injected RNG only.
-    again = ClientProtocol("s1", client_id="c1", rng=random.Random(5))
+    again = ClientProtocol("s1", client_id="c1", rng=random.Random(5), clock=lambda: at)
     assert again.send(7, QUERY, now=0.0, deadline=4.5) == frame
     assert resend_times(again, frame, until=5.0)[0] == times
 

@@ -17,6 +17,7 @@ from mock_venue.engine import Output, Publish, VenueControlError, VenueEngine
 from mock_venue.port import MockVenue
 from ports import (
     CancelOrder,
+    ErrorReason,
     ExecType,
     ListOpenOrders,
     OpenOrders,
@@ -25,6 +26,7 @@ from ports import (
     Side,
     SubmitOrder,
 )
+from ports.errors import ConnectivityError
 from ports.models import Acknowledgement, ExecutionReport, paged_open_orders
 
 CONFIG = VenueConfig(
@@ -434,5 +436,6 @@ def test_a_cursor_that_does_not_move_on_is_refused_not_followed_for_ever() -> No
     pages = paged_open_orders("s", None)
     assert next(pages).after == 0
     assert pages.send(OpenOrders(strategy_id="s", orders=(), next_after=5)).after == 5
-    with pytest.raises(ValueError, match="does not follow"):
+    with pytest.raises(ConnectivityError, match="does not follow") as refused:
         pages.send(OpenOrders(strategy_id="s", orders=(), next_after=5))
+    assert refused.value.reason is ErrorReason.PROTOCOL_ERROR

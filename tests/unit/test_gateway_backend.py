@@ -15,13 +15,14 @@ import pytest
 from pydantic import BaseModel
 
 from bus.backend import Answer, GetStatus, Output, Report, SecurityStatus
-from bus.codec import Sync
+from bus.codec import Sync, SyncReply
 from bus.gateway import GatewayStatus, PortBackend, load_factory
 from bus.venue_protocol import VenueProtocol
 from mock_venue.clock import ManualClock
 from mock_venue.port import MockVenue
 from ports import (
     Acknowledgement,
+    CancelOrder,
     ErrorReason,
     ExecutionReport,
     OpenOrders,
@@ -30,6 +31,7 @@ from ports import (
     QueryOrder,
     Rejection,
 )
+from ports.models import ListOpenOrders, paged_open_orders
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE, START
 
@@ -65,9 +67,11 @@ class Recorder:
 class Gateway:
     """A started ``PortBackend`` and the server's side of it: poll when its fd says so."""
 
-    def __init__(self, factory: Callable[[str, Mapping[str, Any]], Any]) -> None:
+    def __init__(
+        self, factory: Callable[[str, Mapping[str, Any]], Any], open_orders_page: int = 1000
+    ) -> None:
         self.host = Recorder()
-        self.backend = PortBackend(factory, {"answer": 42})
+        self.backend = PortBackend(factory, {"answer": 42}, open_orders_page=open_orders_page)
         self.backend.start(self.host)
         self._next_id = 0
 
@@ -163,6 +167,69 @@ def test_a_sync_opens_the_strategys_port_once_and_answers_its_open_orders(
         ("s1", "connected"),
         ("s2", "connected"),
     ]
+
+
+def test_open_orders_and_syncs_come_in_pages_and_the_ports_paging_gets_every_order(
+    venue: MockVenue,
+) -> None:
+    reads = 0
+
+    class Counted:
+        """The hosted port, counting its reads of the open orders."""
+
+        def __init__(self, port: OrderExecutionPort) -> None:
+            self._port = port
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._port, name)
+
+        async def open_orders(self, instrument: str | None = None, **_: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            return await self._port.open_orders(instrument)
+
+    gateway = Gateway(lambda strategy_id, config: Counted(venue.port(strategy_id)), 2)
+    try:
+        for n in range(5):  # MAN: they rest
+            assert isinstance(gateway.answer(gateway.ask(limit(f"o{n}"))), Acknowledgement)
+        first = gateway.answer(gateway.ask(Sync(strategy_id="s1")))
+        assert isinstance(first, OpenOrders)
+        assert [o.client_order_id for o in first.orders] == ["o0", "o1"]
+        assert first.next_after is not None
+        reply = gateway.host.protocol.sync_reply(Sync(strategy_id="s1"), first)
+        assert isinstance(reply, SyncReply)
+        assert reply.next_after == first.next_after
+        rest = gateway.answer(gateway.ask(ListOpenOrders(strategy_id="s1", after=first.next_after)))
+        assert isinstance(rest, OpenOrders)
+        assert [o.client_order_id for o in rest.orders] == ["o2", "o3"]
+        assert reads == 1  # the sync's listing answered the page after it
+
+        def every_order(instrument: str | None) -> tuple[list[str], int]:
+            """What the ports' open_orders() does (ports.models.paged_open_orders), here."""
+            pages = paged_open_orders("s1", instrument)
+            request, asked = next(pages), 0
+            while True:
+                asked += 1
+                answer = gateway.answer(gateway.ask(request))
+                assert isinstance(answer, OpenOrders)
+                try:
+                    request = pages.send(answer)
+                except StopIteration as done:
+                    return [o.client_order_id for o in done.value], asked
+
+        assert every_order(None) == (["o0", "o1", "o2", "o3", "o4"], 3)
+        assert every_order("IMM") == ([], 1)
+        assert reads == 3
+        cancel = CancelOrder(strategy_id="s1", client_order_id="o0")
+        assert isinstance(gateway.answer(gateway.ask(cancel)), Acknowledgement)
+        assert every_order(None) == (["o1", "o2", "o3", "o4"], 2)
+    finally:
+        gateway.close()
+
+
+def test_a_page_size_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1 order"):
+        PortBackend(lambda strategy_id, config: None, open_orders_page=0)  # type: ignore[arg-type, return-value]
 
 
 def test_a_factory_that_fails_is_a_definite_refusal_tried_again_next_time() -> None:

@@ -1,17 +1,36 @@
-"""What a peer's traffic may grow, bounded: the reply store and the rate limit (issue 12)."""
+"""What a peer's traffic may grow, bounded: the reply store, the rate limit (issue 12) and the
+queue of replies to a peer that does not read them."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import pytest
+import zmq
 
 from bus.codec import decode, encode
 from bus.limits import RateLimiter, ServerLimits
 from bus.reply_store import ReplyStore
+from bus.server import Endpoints
 from bus.venue_protocol import Execute, Reply, Route, VenueProtocol
-from ports import ErrorReason, Outcome, Rejection
+from mock_venue.backend import venue_server
+from mock_venue.clock import ManualClock
+from ports import Acknowledgement, ErrorReason, Outcome, Rejection
 from tests.contract.helpers import limit
+from tests.contract.venue_setup import CONTRACT_VENUE, SEED
 
 PEER = Route(b"peer", False)
+WAIT = 5.0  # seconds: the deadline for what should happen at once
+
+
+def _wait_until(condition: Callable[[], bool], what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {WAIT} s: {what()}")
+        time.sleep(0.005)  # polls the condition; the deadline is what fails
 
 
 def test_an_owners_window_keeps_its_latest_answers() -> None:
@@ -133,3 +152,62 @@ def test_a_victims_resent_request_is_answered_from_its_window_after_anothers_flo
     again = venue.receive(PEER, victim)
     assert isinstance(again, Reply)  # the stored answer: not executed a second time
     assert venue.limits_status(0).replies_evicted > 0  # the flood lost its own oldest
+
+
+def test_a_peer_that_never_reads_gets_its_reply_queue_and_the_rest_dropped_and_counted() -> None:
+    """The server neither blocks nor grows for a peer that does not read: beyond ``reply_queue``
+    its replies are dropped and counted, and a resend of a dropped request id is answered from
+    its retry window (not executed again)."""
+    sent, reply_queue = 1000, 100
+    endpoints = Endpoints("inproc://rq-command", "inproc://rq-events", "inproc://rq-control")
+    server = venue_server(
+        CONTRACT_VENUE,
+        endpoints,
+        seed=SEED,
+        clock=ManualClock(),
+        limits=ServerLimits(reply_queue=reply_queue),
+    )
+    server.bind()
+    # inproc, on the server's Context: the pipe holds exactly the server's high-water mark plus
+    # the reader's (over TCP, kernel buffers would take an amount of their own on top).
+    peer = server._channels.context.socket(zmq.DEALER)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.setsockopt(zmq.RCVHWM, 1)
+    queued = reply_queue + 1
+    peer.connect(endpoints.command)
+    serving = threading.Thread(target=server.serve, daemon=True)
+    serving.start()
+    try:
+        orders = [limit(f"o{n}") for n in range(sent)]
+        for n, order in enumerate(orders):
+            peer.send(encode(order, request_id=n, client_id="never-reads"))
+        _wait_until(
+            lambda: server.reply_queue_drops == sent - queued,
+            lambda: f"{server.reply_queue_drops} replies dropped, not {sent - queued}",
+        )
+        # What was queued is the first replies, in order; nothing else was.
+        ids = []
+        for _ in range(queued):
+            assert peer.poll(int(WAIT * 1000)), "a queued reply did not come"
+            ids.append(decode(peer.recv(), max_bytes=None).request_id)
+        assert ids == list(range(queued))
+        assert not peer.poll(0)
+        # A dropped reply is in the retry window: the resend gets it, not a second execution
+        # (which would be refused as a duplicate client order id).
+        last = sent - 1
+        peer.send(encode(orders[last], request_id=last, client_id="never-reads"))
+        assert peer.poll(int(WAIT * 1000)), "the resend was not answered"
+        again = decode(peer.recv(), max_bytes=None)
+        assert again.request_id == last
+        assert isinstance(again.body, Acknowledgement)
+        assert again.body.order.client_order_id == f"o{last}"
+    finally:
+        server.stop()
+        serving.join(WAIT)
+        peer.close(linger=0)
+        server.close()
+    assert not serving.is_alive()
+    status = server.limits
+    assert (status.limits.reply_queue, status.reply_queue_drops) == (reply_queue, sent - queued)
+    assert server.unroutable_replies == 0  # a full queue is not a peer gone
+    assert server.protocol.requests == sent + 1

@@ -21,7 +21,7 @@ import zmq.auth
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from zmq.utils import z85
 
-from bus.codec import Replay, Sync, strategy_of_topic
+from bus.codec import Keepalive, Replay, Sync, strategy_of_topic
 from ports.models import (
     AmendOrder,
     CancelAllOrders,
@@ -30,6 +30,7 @@ from ports.models import (
     QueryOrder,
     SubmitOrder,
 )
+from ports.positions import QueryPositions
 
 
 class Role(StrEnum):
@@ -97,7 +98,7 @@ DEVELOPER: Final = Principal("developer", Role.ADMIN, ("*",))
 """Every peer of a server run without a key."""
 
 _WRITES = (SubmitOrder, AmendOrder, CancelOrder, CancelAllOrders)
-_READS = (QueryOrder, ListOpenOrders, Sync, Replay)
+_READS = (QueryOrder, ListOpenOrders, Sync, Replay, Keepalive, QueryPositions)
 
 
 def is_z85_key(value: str) -> bool:

@@ -2,7 +2,8 @@
 CLI). Same models, errors, protocol and bookkeeping as the asyncio port (``bus.transport`` over
 ``ports.core``); calls block until answered.
 
-It has no background thread: whichever call is waiting (for a reply, an update or a state change)
+It has no background thread (but one that sends keepalives, with cancel on disconnect,
+``bus.keepalive_thread``): whichever call is waiting (for a reply, an update or a state change)
 reads the sockets and files what arrives, replies and events alike, so nothing is lost between
 calls. That call also does the port's own work: resends, re-syncs, liveness, settling orders in
 doubt. So the port notices a lost venue, and settles orders in doubt, only while some call blocks
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 import zmq
 
+from bus.keepalive_thread import KeepaliveThread
 from bus.transport import TICK, ZmqTransport
 from ports.blocking import (
     Answer,
@@ -26,6 +28,7 @@ from ports.blocking import (
     BlockingUpdateStream,
     wait_for,
 )
+from ports.core import PortRequest
 from ports.enums import Side
 from ports.models import (
     Acknowledgement,
@@ -39,11 +42,11 @@ from ports.models import (
     OrderSnapshot,
     PortEvent,
     QueryOrder,
-    Request,
     SubmitOrder,
     paged_open_orders,
 )
 from ports.order_execution_port import PortState
+from ports.positions import Position, PositionsSnapshot, QueryPositions
 
 if TYPE_CHECKING:
     from ports.blocking import BlockingOrderExecutionPortProtocol
@@ -66,6 +69,7 @@ class BlockingOrderExecutionPort(ZmqTransport):
     _OPEN_HINT = "the port is not open: use 'with port' or 'open()'"
     _poller: zmq.Poller | None = None
     _next_housekeeping = 0.0
+    _keepalive: KeepaliveThread | None = None
 
     def _now(self) -> float:
         return time.monotonic()
@@ -85,6 +89,13 @@ class BlockingOrderExecutionPort(ZmqTransport):
             self._start_stream(opening, time.monotonic())
             wait_for(opening, None, self._pump, None)
             opening.result()
+            timeout = self._protocol.keepalive.timeout
+            if timeout is not None and self._context is not None:
+                self._keepalive = KeepaliveThread(
+                    self._context, self.command_endpoint, self.keys, self.strategy_id,
+                    self.client_id, timeout,
+                )  # fmt: skip
+                self._keepalive.start()
         except BaseException as error:
             self._release()
             self._open_failed(error)
@@ -98,6 +109,9 @@ class BlockingOrderExecutionPort(ZmqTransport):
             self._release()
 
     def _release(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.stop()  # its socket closed before the context is
+            self._keepalive = None
         self._close_sockets()
         self._poller = None
 
@@ -174,6 +188,12 @@ class BlockingOrderExecutionPort(ZmqTransport):
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
 
+    def positions(self, *, timeout: float | None = None) -> tuple[Position, ...]:
+        """This strategy's positions from its fills, one per instrument it traded (the
+        server's count, from every fill it published)."""
+        request = QueryPositions(strategy_id=self.strategy_id)
+        return self._call(request, PositionsSnapshot, timeout).positions
+
     @overload
     def updates(
         self, client_order_id: str | None = None, *, port_events: Literal[False] = False
@@ -199,7 +219,7 @@ class BlockingOrderExecutionPort(ZmqTransport):
 
     # --- waiting ------------------------------------------------------------------------------
 
-    def _call(self, request: Request, expected: type[_R], timeout: float | None) -> _R:
+    def _call(self, request: PortRequest, expected: type[_R], timeout: float | None) -> _R:
         # One deadline: the core fails the answer with AckTimeoutError when it passes.
         answer: Answer[_R] = Answer()
         self._request(request, expected, answer, self.ack_timeout if timeout is None else timeout)

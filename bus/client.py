@@ -14,20 +14,20 @@ import zmq
 
 from bus.transport import TICK, ZmqTransport
 from ports.base import PortBase
-from ports.models import Request
+from ports.core import PortRequest
 
 
 class ZmqOrderExecutionPort(ZmqTransport, PortBase):
     """``OrderExecutionPort`` of one strategy, talking to a venue process over ZeroMQ.
 
     ``ZmqOrderExecutionPort(strategy_id, *, command, events, ack_timeout=5.0,
-    connect_timeout=10.0, heartbeat_interval=0.5, liveness=6, retry_throttled=True, deadlines=True,
-    client_id=None)``: ``open()`` connects and synchronises the event stream with the venue,
-    retrying for ``connect_timeout`` seconds before raising ``ConnectivityError``. The venue's
-    heartbeats are expected every ``heartbeat_interval`` seconds; after ``liveness`` missed ones
-    the port reports RECONNECTING (and CONNECTION_LOST), and CONNECTED again
-    (CONNECTION_RESTORED) once it hears the venue and has re-synced, catching up on missed events
-    by replay.
+    connect_timeout=10.0, heartbeat_interval=0.5, liveness=6, retry_throttled=True,
+    deadlines=True, cancel_on_disconnect=None, client_id=None, keys=None)``: ``open()``
+    connects and synchronises the event stream with the venue, retrying for
+    ``connect_timeout`` seconds before raising ``ConnectivityError``. The venue's heartbeats are
+    expected every ``heartbeat_interval`` seconds; after ``liveness`` missed ones the port
+    reports RECONNECTING (and CONNECTION_LOST), and CONNECTED again (CONNECTION_RESTORED) once
+    it hears the venue and has re-synced, catching up on missed events by replay.
 
     An unanswered request is resent with the same request id (0.2 s doubling to 2 s, ±25%) until
     its timeout. ``retry_throttled``: a THROTTLED refusal is retried after its ``retry_after``
@@ -35,7 +35,10 @@ class ZmqOrderExecutionPort(ZmqTransport, PortBase):
     against a venue on a manual clock, whose ``retry_after`` is not real time). ``deadlines``:
     each request carries its deadline (now + its timeout, by this host's clock); a server that
     comes to it later refuses it (``stale_request``) instead of carrying it out (turn it off
-    only if this host's clock cannot be kept close to the server's).
+    only if this host's clock cannot be kept close to the server's). ``cancel_on_disconnect``
+    (seconds): the server cancels this strategy's open orders if it hears nothing from this
+    port for that long (the process died, or its link); the port sends keepalives when it has
+    nothing else to send, and reports ``CANCELED_ON_DISCONNECT`` when it comes back after one.
     """
 
     # Plain sockets, read when the event loop sees their ZMQ_FD become readable: no future per
@@ -73,7 +76,7 @@ class ZmqOrderExecutionPort(ZmqTransport, PortBase):
             self._opening.cancel()  # an open() still waiting for the first sync gives up
         self._close_sockets()
 
-    def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
+    def _transmit(self, request_id: int, request: PortRequest, timeout: float) -> None:
         super()._transmit(request_id, request, timeout)
         self._arm(self._protocol.next_timer())  # its deadline may come before the next tick
 

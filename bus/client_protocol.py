@@ -44,6 +44,7 @@ from bus.codec import (
     EVENTS_PREFIX,
     HEARTBEAT_TOPIC,
     Heartbeat,
+    KeepaliveReply,
     Replay,
     ReplayReply,
     Sync,
@@ -53,6 +54,7 @@ from bus.codec import (
     encode,
     strategy_topic,
 )
+from bus.keepalive import KeepaliveTimer, canceled_detail
 from bus.outstanding import Kind, Outstanding
 from bus.sequencing import FillFilter, Replays, Sequencer
 from ports.enums import ErrorReason, PortEventKind
@@ -108,6 +110,7 @@ class ClientProtocol:
         silence_limit: float | None = None,
         retry_throttled: bool = True,
         deadlines: bool = True,
+        cancel_on_disconnect: float | None = None,
         backoff: Backoff = RESEND,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = _utc_now,
@@ -124,6 +127,7 @@ class ClientProtocol:
         self.silence_limit = silence_limit
         self._backoff = backoff
         self._deadlines = deadlines
+        self.keepalive = KeepaliveTimer(strategy_id, cancel_on_disconnect)
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
         self._ids = request_ids if request_ids is not None else itertools.count(1)
@@ -151,6 +155,7 @@ class ClientProtocol:
             stamp = self._clock() + timedelta(seconds=wait)
         frame = encode(body, request_id=request_id, client_id=self.client_id, deadline=stamp)
         self.requests.add(request_id, Kind.CALL, frame, now, deadline, self._backoff)
+        self.keepalive.sent(now)
         return frame
 
     def receive_reply(self, frame: bytes, now: float) -> list[ClientEvent]:
@@ -169,6 +174,10 @@ class ClientProtocol:
             return self._take_sync(request_id, body, now)
         if isinstance(body, ReplayReply):
             return self._take_replay(request_id, body, now)
+        if isinstance(body, KeepaliveReply):
+            if self.keepalive.disarmed(body) and self.in_sync:
+                self._out_of_sync(now)  # the sync re-arms it, and says if it fired
+            return []
         if _refused(body) and request_id == self._syncing and not self.synced:
             assert isinstance(body, Rejection)  # retrying cannot help: say so now
             return self._start_failed(request_id, refused=body)
@@ -224,12 +233,20 @@ class ClientProtocol:
         if (replay := self._ask_replay(now)) is not None:
             frames.append(replay)
         if frames:
+            self.keepalive.sent(now)
+        elif self.synced and (alive := self.keepalive.due(now)) is not None:
+            request_id = next(self._ids)
+            frames.append(
+                (request_id, encode(alive, request_id=request_id, client_id=self.client_id))
+            )
+        if frames:
             events.insert(0, FramesToSend(frames))
         return events + noticed
 
     def next_timer(self) -> float:
-        """When ``poll`` next has a request to resend or expire (inf: none)."""
-        return self.requests.next_timer()
+        """When ``poll`` next has a request to resend or expire, or a keepalive to send."""
+        alive = self.keepalive.next_at() if self.synced else math.inf
+        return min(self.requests.next_timer(), alive)
 
     # --- beginning, and what the shell reports ------------------------------------------------
 
@@ -316,6 +333,8 @@ class ClientProtocol:
         elif self.venue is not None and reply.instance != self.venue[1]:
             detail = _RESTARTED.format(reply.instance)
             events.append(self._raise(PortEventKind.VENUE_RESTARTED, detail))
+        if reply.canceled_on_disconnect is not None:
+            events.append(self._raise(*canceled_detail(reply.canceled_on_disconnect)))
         self.venue = (reply.session, reply.instance)
         self.stream.saw(seq)
         self.in_sync = True
@@ -361,7 +380,10 @@ class ClientProtocol:
         self, now: float, deadline: float, backoff: Backoff, *, sent: bool
     ) -> tuple[int, bytes]:
         request_id = next(self._ids)
-        body = Sync(strategy_id=self.strategy_id or ALL_EVENTS_SYNC)
+        body = Sync(
+            strategy_id=self.strategy_id or ALL_EVENTS_SYNC,
+            cancel_on_disconnect=self.keepalive.timeout,
+        )
         frame = encode(body, request_id=request_id, client_id=self.client_id)
         self.requests.add(request_id, Kind.SYNC, frame, now, deadline, backoff, sent=sent)
         self._syncing = request_id

@@ -37,6 +37,7 @@ from ports.models import (
     Rejection,
     SubmitOrder,
 )
+from ports.positions import PositionsSnapshot, QueryPositions
 
 PROTOCOL_VERSION: Final = 1
 MAX_FRAME_BYTES: Final = 64 * 1024
@@ -51,10 +52,39 @@ class _Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)  # as ports.models
 
 
+MAX_DISCONNECT_TIMEOUT: Final = 3600.0
+"""The longest cancel-on-disconnect timeout a client may ask for, in seconds."""
+
+
 class Sync(_Wire):
-    """Client -> venue on (re)connect: where does my stream stand?"""
+    """Client -> venue on (re)connect: where does my stream stand? ``cancel_on_disconnect``:
+    cancel the strategy's open orders if this client is silent for that many seconds."""
 
     strategy_id: Identifier
+    cancel_on_disconnect: float | None = Field(default=None, gt=0, le=MAX_DISCONNECT_TIMEOUT)
+
+
+class Canceled(_Wire):
+    """In a ``SyncReply``: the strategy's open orders were canceled on a disconnect since its
+    last sync (``at``: the venue's time; ``client_id``: whose silence; ``timeout``: its)."""
+
+    at: Instant
+    client_id: str = Field(max_length=2 * MAX_CLIENT_ID + 64)
+    timeout: float = Field(gt=0)
+
+
+class Keepalive(_Wire):
+    """Client -> venue: still here (for cancel on disconnect; any request counts as well)."""
+
+    strategy_id: Identifier
+
+
+class KeepaliveReply(_Wire):
+    """Venue -> client: whether cancel on disconnect is armed for this client (False once it
+    fired, or from a venue that restarted: the client syncs again to re-arm it)."""
+
+    strategy_id: Identifier
+    armed: bool
 
 
 class SyncReply(_Wire):
@@ -69,6 +99,7 @@ class SyncReply(_Wire):
     open_orders: Annotated[tuple[OrderSnapshot, ...], Strict(False)]
     next_after: int | None = Field(default=None, ge=0)
     """More open orders than this first page: ``list_open_orders`` with ``after`` = it."""
+    canceled_on_disconnect: Canceled | None = None
 
 
 class Replay(_Wire):
@@ -114,6 +145,8 @@ class MessageType(StrEnum):
     LIST_OPEN_ORDERS = "list_open_orders"
     SYNC = "sync"
     REPLAY = "replay"
+    KEEPALIVE = "keepalive"
+    QUERY_POSITIONS = "query_positions"
     # command channel, venue -> client
     ACK = "ack"
     CANCEL_ALL_ACK = "cancel_all_ack"
@@ -121,6 +154,8 @@ class MessageType(StrEnum):
     OPEN_ORDERS = "open_orders"
     SYNC_REPLY = "sync_reply"
     REPLAY_REPLY = "replay_reply"
+    KEEPALIVE_REPLY = "keepalive_reply"
+    POSITIONS_SNAPSHOT = "positions_snapshot"
     ERROR = "error"
     # event channel
     EXECUTION_REPORT = "execution_report"
@@ -137,12 +172,16 @@ MODELS: Final[Mapping[str, type[BaseModel]]] = {
     MessageType.LIST_OPEN_ORDERS: ListOpenOrders,
     MessageType.SYNC: Sync,
     MessageType.REPLAY: Replay,
+    MessageType.KEEPALIVE: Keepalive,
+    MessageType.QUERY_POSITIONS: QueryPositions,
     MessageType.ACK: Acknowledgement,
     MessageType.CANCEL_ALL_ACK: CancelAllAcknowledgement,
     MessageType.ORDER_SNAPSHOT: OrderSnapshot,
     MessageType.OPEN_ORDERS: OpenOrders,
     MessageType.SYNC_REPLY: SyncReply,
     MessageType.REPLAY_REPLY: ReplayReply,
+    MessageType.KEEPALIVE_REPLY: KeepaliveReply,
+    MessageType.POSITIONS_SNAPSHOT: PositionsSnapshot,
     MessageType.ERROR: Rejection,
     MessageType.EXECUTION_REPORT: ExecutionReport,
     MessageType.HEARTBEAT: Heartbeat,

@@ -3,6 +3,7 @@ commands, then the backend's."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -10,12 +11,15 @@ from pydantic import BaseModel
 
 from bus.backend import SERVER_CONTROL_MODELS, ReloadEntitlements
 from bus.codec import WireError, decode, encode, ids_of
+from bus.risk import Halted, Kill, Resume, SetRiskLimits
 from bus.venue_protocol import Route
 from ports.enums import ErrorReason
 from ports.models import Rejection
 
 if TYPE_CHECKING:
     from bus.server import Server
+
+_log = logging.getLogger("orderbus.risk")
 
 
 class ControlChannel:
@@ -53,6 +57,7 @@ class ControlChannel:
         try:
             risk = server.risk_control.handle(envelope.body)
             if risk is not None:
+                _log_risk(envelope.body, risk, who.name if who is not None else None)
                 result: BaseModel = risk
             elif isinstance(envelope.body, ReloadEntitlements):
                 result = server.reload()
@@ -63,3 +68,20 @@ class ControlChannel:
         frame = encode(result, request_id=envelope.request_id, types=self._types)
         server.flush()  # a command's effects are out before its answer
         self._send(route, frame)
+
+
+def _log_risk(command: BaseModel, answer: BaseModel, admin: str | None) -> None:
+    """Kills, resumes and new limits: each is an operator's act, logged with who did it."""
+    extra: dict[str, object]
+    if isinstance(command, Kill) and isinstance(answer, Halted):
+        extra = {"event": "kill", "strategy_id": command.strategy_id, "admin": admin,
+                 "canceling": list(answer.canceling)}  # fmt: skip
+        scope = command.strategy_id or "every strategy"
+        _log.warning("kill: trading halted for %s", scope, extra=extra)
+    elif isinstance(command, Resume):
+        extra = {"event": "resume", "strategy_id": command.strategy_id, "admin": admin}
+        _log.warning("resume: %s lifted", command.strategy_id or "every halt", extra=extra)
+    elif isinstance(command, SetRiskLimits):
+        config = command.config.model_dump(mode="json")
+        extra = {"event": "risk_limits", "config": config, "admin": admin}
+        _log.warning("new risk limits in force", extra=extra)

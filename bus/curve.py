@@ -9,6 +9,7 @@ key and its own pair. A handshake the server refuses is reported by the client s
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from bus.access import Access, is_z85_key
 
 SERVER_KEY_ENV = "ORDERBUS_SERVER_KEY"
 CLIENT_KEY_ENV = "ORDERBUS_CLIENT_KEY"
+_log = logging.getLogger("orderbus.auth")  # bus.logs formats it
 
 
 class KeyFileError(ValueError):
@@ -119,9 +121,13 @@ class _Authenticator(ThreadAuthenticator):
         self.denied = 0
 
     def callback(self, domain: str, key: bytes) -> bool:
-        known = self._access.known(key.decode("ascii", "replace"))
+        public = key.decode("ascii", "replace")
+        known = self._access.known(public)
         if not known:
             self.denied += 1
+            # On the authenticator's thread; logging is thread-safe. The key is public.
+            denial = {"event": "auth_denied", "key": public, "domain": domain}
+            _log.warning("handshake denied: key not in the entitlements, or revoked", extra=denial)
         return known
 
 

@@ -12,6 +12,8 @@ import yaml
 
 from bus.gateway import PortBackend, load_factory
 from bus.keys_cli import server_security, server_security_options
+from bus.logs import server_log_options
+from bus.metrics import server_metrics_options
 from bus.risk_cli import server_risk, server_risk_options
 from bus.serve import serve_until_signalled
 from bus.server import Endpoints, Server
@@ -47,6 +49,8 @@ def _config(path: Path | None) -> dict[str, Any]:
 @click.option("--heartbeat", default=0.5, show_default=True, help="Heartbeat interval, seconds.")
 @server_security_options
 @server_risk_options
+@server_metrics_options
+@server_log_options
 def gateway(
     spec: str,
     config_path: Path | None,
@@ -59,6 +63,7 @@ def gateway(
     insecure: bool,
     risk_path: Path | None,
     state_path: Path | None,
+    metrics: str | None,
 ) -> None:
     """Serve the ports a factory makes over the bus, until SIGINT or SIGTERM.
 
@@ -76,4 +81,4 @@ def gateway(
         **server_security(server_key, entitlements, insecure),
         **server_risk(risk_path, state_path),
     )
-    serve_until_signalled(server, {"port_factory": spec})
+    serve_until_signalled(server, {"port_factory": spec}, metrics=metrics)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable, Sequence
 
 from bus.backend import Answer, EventFilter, Notice, Output, Report
+from bus.metrics import RequestTiming
 from bus.venue_protocol import Event, Route, VenueProtocol
 from ports.models import ExecutionReport
+
+_log = logging.getLogger("orderbus.server")
 
 
 class Outbox:
     """Encodes (through the protocol, which numbers and keeps them) and queues a backend's
     outputs until ``flush``; ``send_reply`` and ``publish`` put frames on the sockets, through
-    the backend's transport-fault ``filter`` if it has one."""
+    the backend's transport-fault ``filter`` if it has one; ``timing`` learns when each answer
+    was made and sent."""
 
     def __init__(
         self,
@@ -21,11 +25,14 @@ class Outbox:
         send_reply: Callable[[Route, bytes], None],
         publish: Callable[[list[Event]], None],
         filter_: EventFilter | None,
+        *,
+        timing: RequestTiming | None = None,
     ) -> None:
         self._protocol = protocol
         self._send_reply = send_reply
         self._publish = publish
         self._filter = filter_
+        self._timing = timing if timing is not None else RequestTiming()
         self._out_replies: list[tuple[Route, bytes]] = []
         self._out_reports: list[ExecutionReport] = []  # not encoded yet (no ``before_send``)
         self._out_events: list[Event] = []
@@ -59,14 +66,11 @@ class Outbox:
                 if type(output) is Report:
                     events.append(protocol.publish(output.report))
                 elif type(output) is Answer:
-                    replies.append(
-                        protocol.answer(
-                            output.key,
-                            output.result,
-                            recall=output.recall,
-                            delivered=output.delivered,
-                        )
+                    answer = protocol.answer(
+                        output.key, output.result, recall=output.recall, delivered=output.delivered
                     )
+                    self._timing.answered(output.key, send and answer[0] is not None)
+                    replies.append(answer)
             if before_send is not None:
                 before_send([e.frame for e in events] + [frame for _, frame in replies])
             if not send:
@@ -85,6 +89,7 @@ class Outbox:
         route, frame = self._protocol.answer(
             output.key, output.result, recall=output.recall, delivered=output.delivered
         )
+        self._timing.answered(output.key, route is not None)
         if route is not None:
             self._out_replies.append((route, frame))
 
@@ -107,6 +112,7 @@ class Outbox:
                         replies, self._out_replies = self._out_replies, []
                         for route, frame in replies:
                             self._send_reply(route, frame)
+                        self._timing.sent()
                     self._encode_reports()
                     if self._out_events:
                         events, self._out_events = self._out_events, []
@@ -116,6 +122,7 @@ class Outbox:
                         self._publish(events)
                 except Exception as error:  # the server keeps serving; the loss is reported
                     self._protocol.protocol_errors += 1
-                    sys.stderr.write(f"server: sending a step's outputs failed: {error!r}\n")
+                    _log.error("sending a step's outputs failed: %r", error,
+                               extra={"event": "send_failed"})  # fmt: skip
         finally:
             self._flushing = False

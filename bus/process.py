@@ -51,9 +51,38 @@ class ServerProcess(ABC):
 
     def start(self) -> Endpoints:
         """Start the process and wait for its ready line."""
+        self.begin()
+        return self.wait_ready()
+
+    def begin(self) -> Endpoints:
+        """Start the process without waiting for it: the endpoints it will bind (with
+        ``transport="ipc"`` the very ones; with tcp, port 0: ``wait_ready`` says which). Two
+        servers, one in front of the other, can start at the same time this way."""
         self._tmp = tempfile.TemporaryDirectory(prefix="orderbus-server-")
         wanted = Endpoints(*(self._endpoint(n) for n in ("command", "events", "control")))
-        return self._launch(wanted)
+        self._spawn(wanted)
+        return wanted
+
+    def wait_ready(self) -> Endpoints:
+        """Wait for the ready line of the process ``begin`` started: its endpoints."""
+        if self.process is None or self.process.stdout is None:
+            raise ServerProcessError(f"{self.name} was not begun")
+        line = self._readline(self.process.stdout)
+        try:
+            ready = json.loads(line)
+            self.endpoints = Endpoints(ready["command"], ready["events"], ready["control"])
+            self.ready = ready
+        except (ValueError, KeyError):
+            self.stop()
+            raise ServerProcessError(
+                f"{self.name} did not start: {line!r}; stderr: {''.join(self._stderr_lines)}"
+            ) from None
+        return self.endpoints
+
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM) without waiting; ``stop`` then waits for it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def restart(self) -> Endpoints:
         """Start the server again on the endpoints it had (after it crashed or was killed, or
@@ -79,6 +108,10 @@ class ServerProcess(ABC):
         """The command line that serves on ``wanted``."""
 
     def _launch(self, wanted: Endpoints) -> Endpoints:
+        self._spawn(wanted)
+        return self.wait_ready()
+
+    def _spawn(self, wanted: Endpoints) -> None:
         assert self._tmp is not None
         command = self._command(wanted)
         self.process = subprocess.Popen(
@@ -95,17 +128,6 @@ class ServerProcess(ABC):
             target=self._collect, args=(self.process.stderr,), daemon=True
         )
         self._collector.start()
-        line = self._readline(self.process.stdout)
-        try:
-            ready = json.loads(line)
-            self.endpoints = Endpoints(ready["command"], ready["events"], ready["control"])
-            self.ready = ready
-        except (ValueError, KeyError):
-            self.stop()
-            raise ServerProcessError(
-                f"{self.name} did not start: {line!r}; stderr: {''.join(self._stderr_lines)}"
-            ) from None
-        return self.endpoints
 
     def _collect(self, stream: IO[str]) -> None:
         for line in stream:

@@ -10,6 +10,7 @@ See docs/gateway.md, "Pre-trade controls".
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from typing import Annotated, Any
@@ -20,9 +21,10 @@ from bus.limits import RateLimiter
 from bus.positions import Ledger, WorkingOrder
 from ports.enums import ErrorReason
 from ports.models import AmendOrder, ExecutionReport, Rejection, SubmitOrder
-from ports.positions import Position
+from ports.positions import Position, PositionsSnapshot
 
 _Amount = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+_log = logging.getLogger("orderbus.risk")  # bus.logs formats it
 
 
 class RiskLimits(BaseModel):
@@ -210,6 +212,10 @@ class Risk:
 
     def _refuse(self, what: str, reason: ErrorReason, message: str, order_id: str) -> Rejection:
         self.breaches[what] = self.breaches.get(what, 0) + 1
+        # A breach is news; an order refused while halted is what the halt is for (DEBUG).
+        level = logging.DEBUG if reason is ErrorReason.TRADING_HALTED else logging.WARNING
+        breach = {"event": "limit_breach", "limit": what, "client_order_id": order_id}
+        _log.log(level, "refused: %s", message, extra=breach)
         return Rejection(reason=reason, message=message, client_order_id=order_id)
 
     def _hold(
@@ -286,6 +292,12 @@ class Risk:
             halted=tuple(sorted(self.halted)),
             breaches=dict(sorted(self.breaches.items())),
             open_orders=self.ledger.open_orders(),
+        )
+
+    def positions_of(self, strategy_id: str) -> PositionsSnapshot:
+        """A strategy's own positions, as its port asks for them."""
+        return PositionsSnapshot(
+            strategy_id=strategy_id, positions=self.ledger.positions(strategy_id)
         )
 
     def positions(self, strategy_id: str | None = None) -> Positions:

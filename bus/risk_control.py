@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from bus.backend import Notice, Output
-from bus.codec import encode
+from bus.codec import Canceled, encode
 from bus.risk import (
     GetPositions,
     Halted,
@@ -22,14 +23,15 @@ from bus.risk import (
     Risk,
     SetRiskLimits,
 )
-from ports.enums import PortEventKind
+from ports.enums import CancelReason, PortEventKind
 from ports.models import CancelAllOrders, PortEvent
 
 if TYPE_CHECKING:
     from bus.server import Server
 
+_log = logging.getLogger("orderbus.risk")  # bus.logs formats it
 KILL_CLIENT = "orderbus:kill"
-"""The client id of the cancels a kill sends (with the server's instance: unique per process)."""
+"""The client id of the cancels the server sends (with its instance: unique per process)."""
 
 
 class StateFile:
@@ -70,7 +72,7 @@ class RiskControl:
                 canceling = risk.halt(command.strategy_id)
                 self._save()
                 for strategy_id in canceling:
-                    self._cancel_all(strategy_id)
+                    self._cancel_all(strategy_id, CancelReason.KILL)
                 self._tell(command.strategy_id, PortEventKind.TRADING_HALTED, canceling)
                 return self._halted(canceling)
             case Resume():
@@ -98,11 +100,32 @@ class RiskControl:
         if self._state is not None:
             self._state.save(self._server.protocol.risk)
 
-    def _cancel_all(self, strategy_id: str) -> None:
+    def disconnected(self, expired: list[tuple[str, str, float]]) -> None:
+        """Cancel on disconnect: the open orders of each strategy whose client was silent past
+        its timeout (``DisconnectWatch.expired``), a port event on its stream now, and the news
+        kept for its next sync."""
+        server = self._server
+        for client_id, strategy_id, timeout in expired:
+            extra = {"event": "cancel_on_disconnect", "strategy_id": strategy_id,
+                     "client_id": client_id, "timeout": timeout}  # fmt: skip
+            _log.warning("cancel on disconnect: %s silent past %g s", client_id, timeout,
+                         extra=extra)  # fmt: skip
+            self._cancel_all(strategy_id, CancelReason.CANCEL_ON_DISCONNECT)
+            now = server.backend.venue_time()
+            notice = Canceled(at=now, client_id=client_id, timeout=timeout)
+            server.protocol.watch.fired_for(strategy_id, notice)
+            detail = (
+                f"client {client_id!r} was silent for more than {timeout:g} s: "
+                "the strategy's open orders are being canceled"
+            )
+            event = PortEvent(kind=PortEventKind.CANCELED_ON_DISCONNECT, time=now, detail=detail)
+            server.deliver([Notice(strategy_id, event)])
+
+    def _cancel_all(self, strategy_id: str, reason: CancelReason) -> None:
         """A cancel-all of the strategy's open orders, through the backend as any request goes
         (journaled by a venue that journals), answered to nobody."""
         server = self._server
-        request = CancelAllOrders(strategy_id=strategy_id)
+        request = CancelAllOrders(strategy_id=strategy_id, reason=reason)
         key = (f"{KILL_CLIENT}:{server.instance}", next(self._ids))
         frame = encode(request, request_id=key[1], client_id=key[0])
         server.protocol.begin(key, request, None)

@@ -12,10 +12,11 @@ module moves frames between them and the sockets, and batches what it sends.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,9 @@ from bus.channels import Channels, Endpoints
 from bus.codec import Sync, WireError, ids_of
 from bus.control_channel import ControlChannel
 from bus.curve import ServerKey
+from bus.disconnect import DisconnectWatch
 from bus.limits import LimitsStatus, ServerLimits
+from bus.metrics import RequestTiming
 from bus.outbox import Outbox
 from bus.risk import Risk, RiskConfig
 from bus.risk_control import RiskControl
@@ -43,6 +46,7 @@ _BATCH = 256  # messages taken from one socket before the others get a turn
 # A lone request is flushed at once.
 _FLUSH_EVERY = 16
 _STOP_DRAIN = 1.0  # seconds a stopping server keeps answering requests that already arrived
+_log = logging.getLogger("orderbus.server")  # bus.logs formats it
 
 
 __all__ = ["Endpoints", "Server"]
@@ -78,6 +82,8 @@ class Server:
             limits=limits,
             access=self.access,
             risk=Risk(risk),
+            # Expired each heartbeat: a longer gap is the server's own stall, not a client's.
+            watch=DisconnectWatch(stall=max(1.0, 3 * heartbeat_interval)),
         )
         self._channels = Channels(
             endpoints, self.access, key=key, insecure=insecure, limits=self._protocol.limits
@@ -87,26 +93,36 @@ class Server:
         self._poller = zmq.Poller()
         self._stopping = False
         self._reload_wanted = False
+        self.timing = RequestTiming()  # bus.metrics: arrival to answer sent
         # Looked up at each call: a rebind replaces the sockets.
         self._outbox = Outbox(
             self._protocol,
             lambda route, frame: self._send(self._channels.command, route, frame),
             lambda events: self._publish(events),
             backend.events,
+            timing=self.timing,
         )
         self._control = ControlChannel(
             self, lambda route, frame: self._send(self._channels.control, route, frame)
         )
         self.unroutable_replies = 0
         self.reply_queue_drops = 0
+        self._soon: deque[Callable[[], None]] = deque()  # call_soon, from any thread
         self.endpoints: Endpoints | None = None
         # Before the backend starts: the state file's halts hold from the first request.
         self.risk_control = RiskControl(self, state)
         backend.start(self)
+        # The metrics count this process's traffic: not the answers a recovery replayed.
+        self._protocol.rejections.clear()
 
     @property
     def protocol(self) -> VenueProtocol:
         return self._protocol
+
+    @property
+    def channels(self) -> Channels:
+        """The sockets (a rebind replaces them); ``bus.logs`` watches the command socket's."""
+        return self._channels
 
     @property
     def subscribed(self) -> list[str]:
@@ -176,6 +192,11 @@ class Server:
         self._stopping = True
         self.stop_waiting()
 
+    def call_soon(self, call: Callable[[], None]) -> None:
+        """Run ``call`` on the loop at its next turn (a metrics scrape). Safe from any thread."""
+        self._soon.append(call)
+        self.stop_waiting()
+
     def stop_waiting(self) -> None:
         with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
             os.write(self._wake_w, b"x")
@@ -201,6 +222,7 @@ class Server:
             self.flush()
             if now >= next_heartbeat:
                 self._heartbeat()
+                self.risk_control.disconnected(self._protocol.watch.expired(now))
                 next_heartbeat = now + self._heartbeat_interval
             ready = dict(self._poller.poll(self._poll_timeout_ms(next_heartbeat)))
             if channels.command in ready:
@@ -211,6 +233,8 @@ class Server:
                 self._drain(channels.control, self._serve_control)
             if self._wake_r in ready:
                 os.read(self._wake_r, 4096)
+            while self._soon:
+                self._soon.popleft()()
             if self._reload_wanted:
                 self._reload_wanted = False
                 self._reload_logged()
@@ -244,9 +268,11 @@ class Server:
         try:
             reloaded = self.reload()
         except EntitlementsError as error:
-            sys.stderr.write(f"server: entitlements not reloaded, the old stay: {error}\n")
+            _log.error("entitlements not reloaded, the old stay: %s", error,
+                       extra={"event": "entitlements_reload_failed"})  # fmt: skip
             return
-        sys.stderr.write(f"server: entitlements reloaded: {reloaded.keys} keys\n")
+        _log.info("entitlements reloaded: %d keys", reloaded.keys,
+                  extra={"event": "entitlements_reloaded", "keys": reloaded.keys})  # fmt: skip
 
     def _drain(
         self, socket: zmq.Socket[bytes], serve: Callable[[list[bytes], str | None], None]
@@ -285,8 +311,10 @@ class Server:
             error = WireError(f"a request is one frame (after a REQ's empty delimiter), not {n}")
             self._send(command, Route(frames[0], req_peer), self._protocol.refuse(error))
             return
-        effect = self._protocol.receive(route, body, user, time.monotonic(), datetime.now(UTC))
+        now = time.monotonic()
+        effect = self._protocol.receive(route, body, user, now, datetime.now(UTC))
         if type(effect) is Execute:
+            self.timing.arrived(effect.key, effect.request, now)
             try:
                 self.backend.execute(effect.key, effect.request, effect.frame)
             except Exception as error:  # answered, so that its resends are not left waiting
@@ -303,7 +331,8 @@ class Server:
     def _last_resort(
         self, socket: zmq.Socket[bytes], frames: list[bytes], error: Exception
     ) -> None:
-        sys.stderr.write(f"server: request failed: {type(error).__name__}: {error}\n")
+        _log.error("request failed: %s: %s", type(error).__name__, error,
+                   extra={"event": "request_failed"})  # fmt: skip
         if frames:
             route = Route(frames[0], len(frames) > 2 and frames[1] == b"")
             request_id = ids_of(frames[-1])[0]  # the sender can match the answer
@@ -373,5 +402,6 @@ class Server:
 
 def _failed(request: Request | Sync, error: Exception) -> Rejection:
     """The answer to a request the backend raised on: it may have acted before it did."""
-    sys.stderr.write(f"server: request failed: {type(error).__name__}: {error}\n")
+    _log.error("request failed: %s: %s", type(error).__name__, error,
+               extra={"event": "request_failed"})  # fmt: skip
     return failed(request, f"the venue could not process this: {error}", Outcome.UNKNOWN)

@@ -29,10 +29,10 @@ from bus.client_protocol import ClientProtocol
 from bus.codec import WireError
 from bus.curve import ClientKeys, HandshakeWatch, resolve
 from bus.sockets import configure_dealer, configure_sub, recv, recv_multipart, try_send
-from ports.core import DEFAULT_ACK_TIMEOUT, PortCore, Waiter
-from ports.enums import ErrorReason, Outcome
+from ports.core import DEFAULT_ACK_TIMEOUT, PortCore, PortRequest, Waiter
+from ports.enums import ErrorReason, Outcome, PortEventKind
 from ports.errors import ConnectivityError
-from ports.models import Request
+from ports.models import PortEvent
 
 TICK = 0.1  # seconds between looks at liveness, re-syncs and replays
 
@@ -53,6 +53,7 @@ class ZmqTransport(PortCore):
         liveness: int = 6,
         retry_throttled: bool = True,
         deadlines: bool = True,
+        cancel_on_disconnect: float | None = None,
         client_id: str | None = None,
         keys: ClientKeys | None = None,
     ) -> None:
@@ -68,6 +69,7 @@ class ZmqTransport(PortCore):
             silence_limit=heartbeat_interval * liveness,
             retry_throttled=retry_throttled,
             deadlines=deadlines,
+            cancel_on_disconnect=cancel_on_disconnect,
             request_ids=self._request_ids,
         )
         self._context: zmq.Context[zmq.Socket[bytes]] | None = None
@@ -75,6 +77,9 @@ class ZmqTransport(PortCore):
         self._sub: zmq.Socket[bytes] | None = None
         self._watch: HandshakeWatch | None = None
         self._opening: Waiter[None] | None = None
+        self.canceled_on_disconnect: PortEvent | None = None
+        """The last ``CANCELED_ON_DISCONNECT`` a sync told of, the first one (in ``open()``)
+        included, which comes before any ``updates()`` can hear it."""
 
     @property
     def client_id(self) -> str:
@@ -125,7 +130,7 @@ class ZmqTransport(PortCore):
 
     # --- sending ------------------------------------------------------------------------------
 
-    def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
+    def _transmit(self, request_id: int, request: PortRequest, timeout: float) -> None:
         now = self._now()
         frame = self._protocol.send(request_id, request, now, now + timeout)
         if not self._try_send(frame):
@@ -215,6 +220,8 @@ class ZmqTransport(PortCore):
             elif isinstance(event, ReplyUnreadable):
                 self._expire(event.request_id, now, unreadable=event.message)
             elif isinstance(event, PortEventRaised):
+                if event.event.kind is PortEventKind.CANCELED_ON_DISCONNECT:
+                    self.canceled_on_disconnect = event.event  # for a caller that just opened
                 self._port_event(event.event, now)
             elif isinstance(event, PortEventRelayed):
                 self._emit(event.event)  # the gateway's port: this port's state is unchanged

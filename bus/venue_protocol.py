@@ -23,6 +23,8 @@ from bus.codec import (
     HEARTBEAT_TOPIC,
     MAX_REPLAY,
     Heartbeat,
+    Keepalive,
+    KeepaliveReply,
     Replay,
     ReplayReply,
     Sync,
@@ -32,6 +34,7 @@ from bus.codec import (
     encode,
     strategy_topic,
 )
+from bus.disconnect import DisconnectWatch
 from bus.limits import LimitsStatus, RateLimiter, ServerLimits, throttled
 from bus.reply_store import ReplyStore
 from bus.risk import Risk
@@ -49,6 +52,7 @@ from ports.models import (
     Request,
     SubmitOrder,
 )
+from ports.positions import QueryPositions
 
 RequestKey = tuple[str, int]
 """A request as the venue knows it: (client id, request id)."""
@@ -135,6 +139,7 @@ class VenueProtocol:
         limits: ServerLimits | None = None,
         access: Access | None = None,
         risk: Risk | None = None,
+        watch: DisconnectWatch | None = None,
     ) -> None:
         self.session = session
         self.risk = risk if risk is not None else Risk()
@@ -155,6 +160,9 @@ class VenueProtocol:
         self._stream_index: dict[str, array[int]] = {}  # strategy -> venue_seq of its events
         self.requests = 0
         self.protocol_errors = 0
+        self.request_types: dict[str, int] = {}  # bus.metrics; undecodable ones are not in it
+        self.rejections: dict[ErrorReason, int] = {}  # but the request rate limit's
+        self.watch = watch if watch is not None else DisconnectWatch()  # the server expires it
 
     @property
     def pending_syncs(self) -> Collection[RequestKey]:
@@ -196,6 +204,7 @@ class VenueProtocol:
             envelope = decode(frame)
         except WireError as error:
             return Reply(route, self.refuse(error))
+        self.request_types[envelope.type] = self.request_types.get(envelope.type, 0) + 1
         if envelope.request_id is None:
             return Reply(route, self.refuse(WireError("a request needs an 'id'")))
         access = self.access
@@ -203,6 +212,7 @@ class VenueProtocol:
         refusal = access.refusal(who, envelope.body) if access.secure else None
         if refusal is not None:  # before anything else: not even the reply store is looked at
             access.refused += 1
+            self._rejected(ErrorReason.NOT_AUTHORIZED)
             rejection = Rejection(
                 reason=ErrorReason.NOT_AUTHORIZED,
                 message=refusal,
@@ -212,11 +222,20 @@ class VenueProtocol:
         client = envelope.client_id or "peer:" + route.identity.hex()
         if access.secure and who is not None:
             client = f"{who.name}/{client}"  # no peer can use another's retry window
+        armed = now is not None and self.watch.heard(client, now)
         if now is not None:
             wait = self.rate.wait(who.name if access.secure and who else client, now)
             if wait is not None:
                 rejection = throttled(envelope.body, wait, "request rate limit")
                 return Reply(route, encode(rejection, request_id=envelope.request_id))
+        request = envelope.body
+        if isinstance(request, Keepalive | QueryPositions):  # answered here, at once
+            answer: BaseModel = (
+                KeepaliveReply(strategy_id=request.strategy_id, armed=armed)
+                if isinstance(request, Keepalive)
+                else self.risk.positions_of(request.strategy_id)
+            )
+            return Reply(route, encode(answer, request_id=envelope.request_id))
         key = (client, envelope.request_id)
         stored = self.replies.get(self._owner(client), key)
         if stored is not None:  # a retry: the stored answer; the work is not done again
@@ -224,8 +243,10 @@ class VenueProtocol:
         if key in self._routes:
             self._routes[key] = route
             return None
-        request = envelope.body
         if isinstance(request, _EXECUTED):
+            if isinstance(request, Sync) and request.cancel_on_disconnect and now is not None:
+                name = envelope.client_id or client
+                self.watch.arm(client, name, request.strategy_id, request.cancel_on_disconnect, now)
             self.begin(key, request, route)
             deadline = envelope.deadline
             if deadline is not None and wall is not None and wall > deadline:
@@ -267,6 +288,8 @@ class VenueProtocol:
         retries; ``recall`` (see the class; any hashable but bytes) stands in for the frame in the
         store."""
         self.risk.answered(key, result)
+        if type(result) is Rejection:
+            self._rejected(result.reason)
         sync = self._syncs.pop(key, None)
         if sync is not None:  # answered with the open orders; the numbers are the protocol's
             if isinstance(result, OpenOrders):
@@ -299,7 +322,11 @@ class VenueProtocol:
     def refuse(self, error: WireError) -> bytes:
         """The typed error reply to a frame that is not a valid request."""
         self.protocol_errors += 1
+        self._rejected(error.reason)
         return encode(error.to_rejection(), request_id=error.request_id)
+
+    def _rejected(self, reason: ErrorReason) -> None:
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
     # --- sync, replay, heartbeat ---------------------------------------------------------------
 
@@ -313,6 +340,7 @@ class VenueProtocol:
             venue_seq=self.venue_seq,
             open_orders=open_orders.orders,
             next_after=open_orders.next_after,
+            canceled_on_disconnect=self.watch.take(request.strategy_id),
         )
 
     def replay_reply(self, request_id: int, request: Replay) -> bytes:

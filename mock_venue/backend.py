@@ -8,6 +8,7 @@ journal replays it and carries on with the same orders, sequence numbers and sto
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -61,6 +62,7 @@ from ports.models import (
 
 CRASH_GRACE = 0.05  # seconds for the answer to a Crash command to leave the process
 _ENGINE_CONTROLS = (FillOrder, CancelUnsolicited, Restate, InjectFault, ClearFaults)
+_log = logging.getLogger("orderbus.venue")  # bus.logs formats it
 STEP_TIMERS = 256
 """``VenueEngine``'s ``step_timers`` on real time: the loop turns between bounded steps, so a
 long backlog holds up neither heartbeats nor other work for long."""
@@ -317,6 +319,9 @@ class EngineBackend:
         if last is not None and isinstance(self.clock, ManualClock):
             self.clock.advance_to(last)
         self._journal = Journal.reopen(path, self._fsync)
+        recovery = {"event": "recovered", "journal": str(path), "session": self._session,
+                    "records": self.recovered_records, "torn_bytes": self.torn_bytes}  # fmt: skip
+        _log.info("recovered %d records from %s", self.recovered_records, path, extra=recovery)
 
     # --- control channel ----------------------------------------------------------------------
 
@@ -373,6 +378,19 @@ class EngineBackend:
             frame = encode(command, types=CONTROL_TYPES)
         self._step(outputs, {"k": "c", "t": at, "b": frame})
         return result
+
+    def metric_gauges(self) -> list[tuple[str, str, float]]:
+        """The journal's gauges, for ``bus.metrics`` (none without a journal)."""
+        journal = self._journal
+        if journal is None:
+            return []
+        return [
+            ("journal_bytes", "Size of the venue's journal file, bytes.", journal.size),
+            ("journal_records", "Records appended to the journal by this process.",
+             journal.records),
+            ("journal_recovered_records", "Records replayed from the journal at start.",
+             self.recovered_records),
+        ]  # fmt: skip
 
     def status(self) -> VenueStatus:
         """What the venue holds now."""

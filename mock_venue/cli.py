@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +14,8 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from bus.keys_cli import client_key_options, server_security, server_security_options
+from bus.logs import server_log_options
+from bus.metrics import server_metrics_options
 from bus.risk_cli import server_risk, server_risk_options
 from bus.serve import serve_until_signalled
 from bus.server import Endpoints
@@ -33,6 +36,7 @@ from mock_venue.faults import ActiveFault, Fault, load_scenario
 from mock_venue.journal import FsyncPolicy, JournalError
 
 _T = TypeVar("_T")
+_log = logging.getLogger("orderbus.venue")
 
 DEFAULT_COMMAND = "tcp://127.0.0.1:5555"
 DEFAULT_EVENTS = "tcp://127.0.0.1:5556"
@@ -149,6 +153,8 @@ def main() -> None:
 )
 @server_security_options
 @server_risk_options
+@server_metrics_options
+@server_log_options
 def serve(
     command_endpoint: str,
     events_endpoint: str,
@@ -166,6 +172,7 @@ def serve(
     insecure: bool,
     risk_path: Path | None,
     state_path: Path | None,
+    metrics: str | None,
 ) -> None:
     """Run the venue until SIGINT or SIGTERM. Prints one JSON ready line with its endpoints.
     SIGHUP reloads --entitlements."""
@@ -193,11 +200,11 @@ def serve(
     backend = server.backend
     assert isinstance(backend, EngineBackend)
     if backend.torn_bytes:
-        click.echo(
-            f"venue: cut a torn last record ({backend.torn_bytes} bytes) off {journal}: "
-            "the process had died while writing it, before anything of it was sent",
-            err=True,
-        )
+        torn = {"event": "torn_record", "journal": str(journal), "torn_bytes": backend.torn_bytes}
+        _log.warning(
+            "cut a torn last record (%d bytes) off %s: the process had died while writing it, "
+            "before anything of it was sent", backend.torn_bytes, journal, extra=torn,
+        )  # fmt: skip
     ready = {
         "instruments": [i.symbol for i in config.instruments],
         "clock": clock,
@@ -205,7 +212,7 @@ def serve(
         "recovered_records": backend.recovered_records,
         "torn_bytes": backend.torn_bytes,
     }
-    serve_until_signalled(server, ready)
+    serve_until_signalled(server, ready, metrics=metrics)
 
 
 @main.command()

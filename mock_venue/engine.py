@@ -326,8 +326,8 @@ class VenueEngine:
         self._answer_submit(
             order, acknowledgement(AckAction.SUBMIT, snapshot(order, accepted=True))
         )
-        if order.cancel_on_accept:
-            self._book.end(order, CancelReason.CANCEL_ALL)
+        if order.cancel_on_accept is not None:
+            self._book.end(order, order.cancel_on_accept)
             return
         if terms.expire_at is not None:
             self._timers.at(terms.expire_at, lambda: self._book.expire(order))
@@ -393,7 +393,7 @@ class VenueEngine:
 
         def work() -> Iterator[None]:
             for order in covered:
-                if self._book.cancel_covered(order):
+                if self._book.cancel_covered(order, request.reason):
                     canceled.append(order.terms.client_order_id)
                 yield
             acknowledged = CancelAllAcknowledgement(

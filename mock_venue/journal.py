@@ -193,6 +193,11 @@ class Journal:
             return None
         return max(0.0, self._synced_at + FSYNC_INTERVAL - time.monotonic())
 
+    @property
+    def size(self) -> int:
+        """Bytes in the file now."""
+        return os.fstat(self._fd).st_size if self._fd >= 0 else self.path.stat().st_size
+
     def sync(self) -> None:
         os.fsync(self._fd)
         self._dirty = False

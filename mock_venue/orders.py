@@ -108,6 +108,8 @@ _ENDINGS: Final[dict[CancelReason, tuple[OrderStatus, ExecType]]] = {
     CancelReason.FOK_UNFILLED: (OrderStatus.CANCELED, ExecType.CANCELED),
     CancelReason.UNSOLICITED: (OrderStatus.CANCELED, ExecType.CANCELED),
     CancelReason.EXPIRED: (OrderStatus.EXPIRED, ExecType.EXPIRED),
+    CancelReason.KILL: (OrderStatus.CANCELED, ExecType.CANCELED),
+    CancelReason.CANCEL_ON_DISCONNECT: (OrderStatus.CANCELED, ExecType.CANCELED),
 }
 """How a working order ends, by why: the status it ends in and what that is reported as."""
 
@@ -128,7 +130,7 @@ class Order:
     notional: Decimal = Decimal(0)
     inflight_qty: Decimal = Decimal(0)  # fills decided but delayed by a DelayFills fault
     slices_done: int = 0
-    cancel_on_accept: bool = False  # a cancel-all arrived while the submit was still pending
+    cancel_on_accept: CancelReason | None = None  # a cancel-all's, come while pending_new
     last_seq: int = 0
     updated_at: datetime | None = None
     # The submit's answer is kept small: a rejection as is; an acceptance as the time and stream
@@ -347,7 +349,7 @@ class OrderBook:
         pending = []
         for order in self._pending_new.get(request.strategy_id, {}).values():
             if covers(order.terms):
-                order.cancel_on_accept = True
+                order.cancel_on_accept = request.reason
                 pending.append(order.terms.client_order_id)
 
         def covered(last: int) -> Iterator[Order]:
@@ -362,13 +364,13 @@ class OrderBook:
 
         return pending, covered(self._order_ids)
 
-    def cancel_covered(self, order: Order) -> bool:
+    def cancel_covered(self, order: Order, reason: CancelReason) -> bool:
         """End an order a cancel-all covered, if it still works and no cancel is on its way."""
         if not order.working or (
             order.pending_change is not None and order.pending_change.kind is CANCEL
         ):
             return False
-        self.end(order, CancelReason.CANCEL_ALL)
+        self.end(order, reason)
         return True
 
     def _report_change(

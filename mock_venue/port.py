@@ -12,13 +12,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from bus.positions import Ledger
 from mock_venue.clock import Clock, ManualClock
 from mock_venue.config import VenueConfig
 from mock_venue.engine import Output, Publish, VenueEngine
 from mock_venue.faults import ActiveFault, Fault
 from ports.base import PortBase
-from ports.core import DEFAULT_ACK_TIMEOUT
-from ports.models import Request
+from ports.core import DEFAULT_ACK_TIMEOUT, PortRequest
+from ports.positions import PositionsSnapshot, QueryPositions
 
 
 class VenueControl(Protocol):
@@ -70,6 +71,7 @@ class MockVenue:
         self.clock: Clock = clock if clock is not None else ManualClock()
         self.engine = VenueEngine(config, clock=self.clock, rng=random.Random(seed))
         self._ports: dict[int, MockOrderExecutionPort] = {}
+        self.ledger = Ledger()  # positions, from every report
         self._port_keys = itertools.count(1)
         self._timer_task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -136,7 +138,12 @@ class MockVenue:
     def _detach(self, port: MockOrderExecutionPort) -> None:
         self._ports.pop(port.key, None)
 
-    def _handle(self, port: MockOrderExecutionPort, request_id: int, request: Request) -> None:
+    def _handle(self, port: MockOrderExecutionPort, request_id: int, request: PortRequest) -> None:
+        if isinstance(request, QueryPositions):  # kept beside the engine, as a server does
+            positions = self.ledger.positions(request.strategy_id)
+            port._on_reply(request_id, PositionsSnapshot(strategy_id=port.strategy_id,
+                                                         positions=positions))  # fmt: skip
+            return
         self._dispatch(self.engine.handle(request, (port.key, request_id)))
         if self._wakeup is not None:
             self._wakeup.set()  # the request may have scheduled an earlier timer
@@ -145,6 +152,7 @@ class MockVenue:
         for output in outputs:
             if isinstance(output, Publish):
                 report = output.report
+                self.ledger.observe(report)
                 for port in list(self._ports.values()):
                     if port.strategy_id == report.strategy_id:
                         port._on_report(report)
@@ -186,7 +194,7 @@ class MockOrderExecutionPort(PortBase):
     async def _disconnect(self) -> None:
         self.venue._detach(self)
 
-    def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
+    def _transmit(self, request_id: int, request: PortRequest, timeout: float) -> None:
         self.venue._handle(self, request_id, request)  # in process: nothing is lost, no resend
         if self._awaiting(request_id):  # not answered at once: a fault delays or drops the reply
             self._expire_after(request_id, timeout)

@@ -19,7 +19,7 @@ from abc import abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any, Literal, TypeVar, overload
 
-from ports.core import DEFAULT_ACK_TIMEOUT, PortCore, Waiter, unanswered_detail
+from ports.core import DEFAULT_ACK_TIMEOUT, PortCore, PortRequest, Waiter, unanswered_detail
 from ports.enums import Side
 from ports.errors import PortClosedError
 from ports.models import (
@@ -35,16 +35,16 @@ from ports.models import (
     PortEvent,
     QueryOrder,
     Reply,
-    Request,
     SubmitOrder,
     paged_open_orders,
 )
 from ports.order_execution_port import OrderExecutionPort, PortState
+from ports.positions import Position, PositionsSnapshot, QueryPositions
 from ports.streams import OrderHandle, UpdateStream
 
 __all__ = ["DEFAULT_ACK_TIMEOUT", "PortBase", "unanswered_detail"]
 
-_R = TypeVar("_R", bound=Reply)
+_R = TypeVar("_R", bound=Reply | PositionsSnapshot)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -176,7 +176,7 @@ class PortBase(PortCore, OrderExecutionPort):
 
     # --- requests ----------------------------------------------------------------------------
 
-    async def _call(self, request: Request, expected: type[_R], timeout: float | None) -> _R:
+    async def _call(self, request: PortRequest, expected: type[_R], timeout: float | None) -> _R:
         # One deadline: the core fails the future with AckTimeoutError when it passes.
         future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
         self._request(request, expected, future, self.ack_timeout if timeout is None else timeout)
@@ -243,6 +243,12 @@ class PortBase(PortCore, OrderExecutionPort):
                 request = pages.send(await self._call(request, OpenOrders, timeout))
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+
+    async def positions(self, *, timeout: float | None = None) -> tuple[Position, ...]:
+        """This strategy's positions from its fills, one per instrument it traded: net
+        quantity, average price, realized P&L (the venue's or gateway's count, not the port's)."""
+        request = QueryPositions(strategy_id=self._strategy_id)
+        return (await self._call(request, PositionsSnapshot, timeout)).positions
 
     # --- streams -----------------------------------------------------------------------------
 

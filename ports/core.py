@@ -42,12 +42,16 @@ from ports.models import (
     Request,
 )
 from ports.order_execution_port import PortState
+from ports.positions import QueryPositions
 from ports.recovery import InDoubt
 from ports.streams import Subscribers
 
 DEFAULT_ACK_TIMEOUT = 5.0
 
 _T_contra = TypeVar("_T_contra", contravariant=True)
+
+PortRequest = Request | QueryPositions
+"""What a port sends: the order requests, and the query of its positions (bus ports)."""
 
 
 class Waiter(Protocol[_T_contra]):
@@ -75,7 +79,7 @@ class UpdateSink(Protocol):
 class _Call:
     """A request of the port's that the venue has not answered yet."""
 
-    request: Request
+    request: PortRequest
     expected: type[Any]
     timeout: float
     waiter: Waiter[Any] | None  # None: a status query of an order in doubt (the port's own)
@@ -83,13 +87,13 @@ class _Call:
     expired: bool = False  # its timeout passed: its order went in doubt; a late answer still lands
 
 
-def unanswered_detail(request: Request, timeout: float) -> str:
+def unanswered_detail(request: PortRequest, timeout: float) -> str:
     """What an ORDER_IN_DOUBT event says about the request that went unanswered."""
     action = type(request).__name__.removesuffix("Order").lower()
     return f"no answer to the {action} within {timeout} s"
 
 
-def _order_of(request: Request) -> str | None:
+def _order_of(request: PortRequest) -> str | None:
     return getattr(request, "client_order_id", None)
 
 
@@ -120,7 +124,7 @@ class PortCore(ABC):
     # --- what a shell provides ---------------------------------------------------------------
 
     @abstractmethod
-    def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
+    def _transmit(self, request_id: int, request: PortRequest, timeout: float) -> None:
         """Send one request; raise ``ConnectivityError`` if nothing could be sent. Unless it is
         answered first, ``_expire(request_id, now)`` must run ``timeout`` seconds from now."""
 
@@ -224,7 +228,7 @@ class PortCore(ABC):
 
     def _request(
         self,
-        request: Request,
+        request: PortRequest,
         expected: type[Any],
         waiter: Waiter[Any],
         timeout: float,

@@ -105,6 +105,8 @@ class CancelReason(StrEnum):
     FOK_UNFILLED = "fok_unfilled"
     UNSOLICITED = "unsolicited"
     EXPIRED = "expired"
+    KILL = "kill"  # the server's kill switch (an admin halted the strategy)
+    CANCEL_ON_DISCONNECT = "cancel_on_disconnect"  # its client went silent past its timeout
 
 
 class Outcome(StrEnum):
@@ -134,3 +136,4 @@ class PortEventKind(StrEnum):
     ORDER_SETTLED = "order_settled"  # the port learned what the venue holds for that order
     TRADING_HALTED = "trading_halted"  # the kill switch: new orders refused until resumed
     TRADING_RESUMED = "trading_resumed"  # the halt is lifted
+    CANCELED_ON_DISCONNECT = "canceled_on_disconnect"  # the server canceled for a silent client

@@ -104,6 +104,8 @@ Price = Annotated[Decimal, _AMOUNT, _TEXT_OR_DECIMAL]
 NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, strict=False), _TEXT_OR_DECIMAL]
 AveragePrice = Annotated[Decimal, Field(gt=0, allow_inf_nan=False, strict=False), _TEXT_OR_DECIMAL]
 """A quantity-weighted average: as many decimals as the division gives."""
+Signed = Annotated[Decimal, Field(allow_inf_nan=False, strict=False), _TEXT_OR_DECIMAL]
+"""A decimal of either sign: a net position, a P&L."""
 
 
 def _in_utc_range(value: datetime) -> datetime:
@@ -178,11 +180,14 @@ class CancelOrder(_Model):
 
 
 class CancelAllOrders(_Model):
-    """Cancel every open order of the strategy, optionally only one instrument and/or side."""
+    """Cancel every open order of the strategy, optionally only one instrument and/or side.
+    ``reason`` is what the reports say: ``cancel_all`` for a strategy's own; a server's
+    controls (kill switch, cancel on disconnect) set theirs, and a gateway passes it on."""
 
     strategy_id: Identifier
     instrument: Identifier | None = None
     side: Choice[Side] | None = None
+    reason: Choice[CancelReason] = CancelReason.CANCEL_ALL
 
 
 class QueryOrder(_Model):

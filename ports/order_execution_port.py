@@ -35,6 +35,7 @@ from ports.models import (
     PortEvent,
     SubmitOrder,
 )
+from ports.positions import Position
 from ports.streams import OrderHandle, UpdateStream
 
 
@@ -141,6 +142,12 @@ class OrderExecutionPort(ABC):
         self, instrument: str | None = None, *, timeout: float | None = None
     ) -> tuple[OrderSnapshot, ...]:
         """This strategy's open orders at the venue, oldest first."""
+
+    async def positions(self, *, timeout: float | None = None) -> tuple[Position, ...]:
+        """This strategy's positions from its fills, one per instrument it traded (net quantity,
+        average price, realized P&L), as the bus server or mock venue keeps them. An adapter
+        behind a gateway need not: the gateway answers from its own count."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no positions")
 
     @abstractmethod
     def in_doubt(self) -> frozenset[str]:

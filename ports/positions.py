@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from ports.enums import Side
+from ports.models import AveragePrice, Identifier, NonNegative, Signed
 
 ZERO = Decimal(0)
 
@@ -16,15 +18,32 @@ class Position(BaseModel):
     average price it was opened at (None when flat), the P&L realized by closing, and what
     traded."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    instrument: str
-    quantity: Decimal = ZERO
-    average_price: Decimal | None = None
-    realized_pnl: Decimal = ZERO
-    bought: Decimal = ZERO
-    sold: Decimal = ZERO
-    fills: int = 0
+    instrument: Identifier
+    quantity: Signed = ZERO
+    average_price: AveragePrice | None = None
+    realized_pnl: Signed = ZERO
+    bought: NonNegative = ZERO
+    sold: NonNegative = ZERO
+    fills: int = Field(default=0, ge=0)
+
+
+class QueryPositions(BaseModel):
+    """Ask for the strategy's own positions, as the server keeps them from its fills."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    strategy_id: Identifier
+
+
+class PositionsSnapshot(BaseModel):
+    """A strategy's positions, one per instrument it traded (flat ones included)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    strategy_id: Identifier
+    positions: Annotated[tuple[Position, ...], Strict(False)]  # a msgpack array
 
 
 def apply_fill(position: Position, side: Side, quantity: Decimal, price: Decimal) -> Position:

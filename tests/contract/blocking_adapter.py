@@ -32,6 +32,7 @@ from ports import (
     UpdateStream,
 )
 from ports.blocking import BlockingStateChanges
+from ports.positions import Position
 
 _T = TypeVar("_T")
 POLL = 0.05  # seconds a wait for an update blocks the worker before others get a turn
@@ -165,6 +166,9 @@ class BlockingAsAsync(OrderExecutionPort):
         self, instrument: str | None = None, *, timeout: float | None = None
     ) -> tuple[OrderSnapshot, ...]:
         return await self._worker.run(self._port.open_orders, instrument, timeout=timeout)
+
+    async def positions(self, *, timeout: float | None = None) -> tuple[Position, ...]:
+        return await self._worker.run(self._port.positions, timeout=timeout)
 
     def in_doubt(self) -> frozenset[str]:
         return self._worker.run_sync(self._port.in_doubt)

@@ -7,7 +7,9 @@ branches below, and every test runs against it unchanged.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import pytest
 from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
 from bus.keyring import Keyring
-from bus.process import GatewayProcess
+from bus.process import GatewayProcess, ServerProcess
+from bus.server import Endpoints
 from mock_venue.clock import ManualClock
 from mock_venue.control_client import ControlClient
 from mock_venue.port import MockVenue, VenueControl
@@ -41,7 +44,7 @@ def venue_kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def venue_and_factory(
-    venue_kind: str, tmp_path: Path
+    venue_kind: str, tmp_path: Path, reaper: _Reaper
 ) -> AsyncIterator[tuple[VenueControl, PortFactory]]:
     if venue_kind == "mock":
         venue = MockVenue(CONTRACT_VENUE, seed=SEED, clock=ManualClock(START))
@@ -61,34 +64,39 @@ async def venue_and_factory(
         venue_ring = Keyring(tmp_path / "venue-keys")
         keys = venue_ring.add("strategies", "strategy", ["*"])
         admin = venue_ring.add("admin", "admin")
+    gatewayed = venue_kind == "zmq-gateway-curve"
+    process = VenueProcess(
+        CONTRACT_VENUE,
+        seed=SEED,
+        clock="manual",
+        heartbeat=0.1,
+        # Behind a gateway, on ipc: its endpoints are known before it is up, so the gateway
+        # starts at the same time.
+        transport="ipc" if gatewayed else "tcp",
+        extra_args=() if venue_ring is None else venue_ring.server_args(),
+    )
+    servers: list[ServerProcess] = [process]
     with ExitStack() as processes:
-        process = processes.enter_context(
-            VenueProcess(
-                CONTRACT_VENUE,
-                seed=SEED,
-                clock="manual",
-                heartbeat=0.1,
-                extra_args=() if venue_ring is None else venue_ring.server_args(),
-            )
-        )
-        control_endpoint = process.endpoints.control if process.endpoints else ""
-        endpoints = process.endpoints
-        if venue_kind == "zmq-gateway-curve":
+        processes.callback(reaper.stop_later, servers)
+        wanted = process.begin()
+        if gatewayed:
             # Two hops: the strategy's port -> a gateway process -> its hosted ZeroMQ port ->
             # the venue process. Scripted fills and faults act on the venue, as for "zmq".
             assert venue_ring is not None
             ring = Keyring(tmp_path / "gateway-keys")
-            hosted = _hosted(process)
+            hosted = _hosted(wanted)
             hosted["server_key"] = str(venue_ring.server_public)
             hosted["client_key"] = str(venue_ring.secret("strategies"))
             keys = ring.add("strategies", "strategy", ["*"])
-            gateway = processes.enter_context(
-                GatewayProcess(
-                    "bus.gateway:zmq_ports", hosted, heartbeat=0.1, extra_args=ring.server_args()
-                )
+            gateway = GatewayProcess(
+                "bus.gateway:zmq_ports", hosted, heartbeat=0.1, extra_args=ring.server_args()
             )
-            endpoints = gateway.endpoints
-        assert endpoints is not None
+            servers.append(gateway)
+            gateway.begin()
+        endpoints = venue_endpoints = process.wait_ready()
+        if gatewayed:
+            endpoints = servers[-1].wait_ready()
+        control_endpoint = venue_endpoints.control
 
         def zmq_factory(
             strategy_id: str = STRATEGY, ack_timeout: float = 5.0
@@ -118,12 +126,48 @@ async def venue_and_factory(
             yield control, zmq_factory
 
 
-def _hosted(venue: VenueProcess) -> dict[str, object | str]:
+class _Reaper:
+    """Waits for the servers of finished tests to exit, on a thread of its own, while the next
+    test runs: a test's servers are told to stop (SIGTERM) when it ends, and the suite does not
+    wait for their interpreters to wind down. Any that did not stop fail the session's end."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[list[ServerProcess] | None] = queue.SimpleQueue()
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
+        self._thread.start()
+
+    def stop_later(self, servers: list[ServerProcess]) -> None:
+        for server in servers:
+            server.terminate()
+        self._queue.put(servers)
+
+    def _run(self) -> None:
+        while (servers := self._queue.get()) is not None:
+            for server in reversed(servers):  # the gateway first, should one need its SIGKILL
+                try:
+                    server.stop()
+                except Exception as error:  # reported at the session's end
+                    self.errors.append(f"{server.name}: {error}")
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+@pytest.fixture(scope="session")
+def reaper() -> Iterator[_Reaper]:
+    reaper = _Reaper()
+    yield reaper
+    reaper.close()
+    assert not reaper.errors, reaper.errors
+
+
+def _hosted(venue: Endpoints) -> dict[str, object | str]:
     """The gateway's hosted ports: ZeroMQ ports to ``venue``, as the suite's own are."""
-    assert venue.endpoints is not None
     return {
-        "command": venue.endpoints.command,
-        "events": venue.endpoints.events,
+        "command": venue.command,
+        "events": venue.events,
         "heartbeat_interval": 0.1,
         "retry_throttled": False,  # retry_after is manual-clock time here
     }

@@ -88,6 +88,24 @@ async def test_average_price_is_quantity_weighted(
     assert second.avg_px == Decimal("10.06")
 
 
+async def test_positions_are_the_sum_of_the_fills(
+    port: OrderExecutionPort, venue: VenueControl
+) -> None:
+    updates = port.updates()
+    assert await port.positions() == ()
+    await port.submit_order(limit("o1", "MAN", 100, "10.20"))
+    await port.submit_order(limit("o2", "MAN", 30, "10.50", side=Side.SELL))
+    await venue.fill("s1", "o1", Decimal(40), Decimal("10.00"))
+    await venue.fill("s1", "o1", Decimal(60), Decimal("10.10"))
+    await venue.fill("s1", "o2", Decimal(30), Decimal("10.50"))
+    await take(updates, 5)  # two accepted, three fills: every fill published, so counted
+    (position,) = await port.positions()
+    assert (position.instrument, position.quantity, position.fills) == ("MAN", 70, 3)
+    assert position.average_price == Decimal("10.06")  # bought 100 at 10.06 on average
+    assert position.realized_pnl == Decimal(30) * (Decimal("10.50") - Decimal("10.06"))
+    assert (position.bought, position.sold) == (100, 30)
+
+
 async def test_price_path_fills_a_resting_limit_when_crossed(
     port: OrderExecutionPort, venue: VenueControl
 ) -> None:

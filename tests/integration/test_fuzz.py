@@ -1,6 +1,6 @@
 """A seeded fuzz of a venue process's command and control channels (issue 12, section 4).
 
-Raw DEALERs send the messages of ``tests.fuzz_frames`` to a real ``mock-venue serve``, pipelined
+Raw DEALERs send the messages of ``tests.fuzz`` to a real ``mock-venue serve``, pipelined
 and interleaved between the channels. The venue must stay up; every message whose ``id`` is
 readable (docs/protocol.md 2.2) gets exactly one reply, carrying that id, that is a typed error
 or, when the mutation happened to leave a valid request, that request's answer; no reply comes
@@ -17,64 +17,45 @@ Environment (docs/testing.md):
   depend on it alone; what the venue answers a valid one can also depend on timing (a throttle
   fault injected by a control message may or may not have landed first).
 
-Waits have deadlines (a venue that stops answering fails in ``STALL`` seconds) and nothing
-sleeps. A failure names each kind of misbehaviour found, with the shortest message that showed it
-(hex of each frame) and what the venue did.
+Waits have deadlines (a venue that stops answering fails in ``tests.fuzz.runner.STALL``
+seconds) and nothing sleeps. A failure names each kind of misbehaviour found, with the shortest
+message that showed it (hex of each frame) and what the venue did.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
-import msgpack
 import pytest
 import zmq
-from pydantic import BaseModel
 
 from bus.blocking import BlockingOrderExecutionPort
-from bus.codec import MODELS, WireError, decode
 from bus.curve import ClientKeys
 from bus.keyring import Keyring
 from bus.server import Endpoints
-from mock_venue.control import CONTROL_MODELS
 from mock_venue.control_client import BlockingControlClient
 from mock_venue.process import VenueProcess
-from ports import AckAction, CancelOrder, ErrorReason, OrderStatus, Rejection
+from ports import AckAction, CancelOrder, OrderStatus
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE
 from tests.contract.venue_setup import SEED as VENUE_SEED
-from tests.fuzz_frames import (
-    MAX_FRAME_BYTES,
-    Channel,
-    FrameGenerator,
-    Fuzzed,
-    Stage,
-    owed,
-    pack,
-    timestamp,
-)
+from tests.fuzz.checker import Socket, Stream
+from tests.fuzz.frames import FrameGenerator
+from tests.fuzz.packing import pack, timestamp
+from tests.fuzz.reading import MAX_FRAME_BYTES, Channel, Stage, owed
+from tests.fuzz.runner import Fuzz, dealer
 
 FRAMES = int(os.environ.get("ORDERBUS_FUZZ_FRAMES", "20000"))
 SEED = int(os.environ.get("ORDERBUS_FUZZ_SEED", "12"))
 CURVE_FRAMES = max(1000, FRAMES // 10)
 
 WAIT = 10.0  # seconds: the deadline of one call of the well-behaved client
-STALL = 10.0  # seconds without a reply, while replies are owed, before the venue is judged stuck
-GRACE = 2.0  # seconds a reply still owed after the last checkpoint's answer is waited for
-CHECKPOINT_EVERY = 100  # messages between two checkpoints of one channel
-AHEAD = 3  # checkpoints of one channel unanswered before it waits: about 300 messages in flight
 WARM_UP = 0.1  # share of the messages sent before the RSS baseline
-LAST_RESORT = "the venue could not process this"  # how bus.server answers what made it raise
-EXAMPLES = 4  # messages shown for each kind of failure
 GOOD = "good"  # the well-behaved client's strategy; no fuzz message names it
-
-Socket = zmq.Socket[bytes]
 
 
 def rss_bound(executed: int) -> int:
@@ -92,290 +73,6 @@ def rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for process {pid}")
-
-
-# --- the book of one fuzzing socket -----------------------------------------------------------
-
-
-@dataclass
-class Failure:
-    category: str
-    message: Fuzzed | None
-    detail: str
-
-
-@dataclass
-class Stream:
-    """One fuzzing DEALER on one channel, and what the venue owes it. ``refused``: its key may
-    not use the channel, so every answer is ``not_authorized``."""
-
-    name: str
-    channel: Channel
-    socket: Socket
-    generator: FrameGenerator
-    refused: bool = False
-    pending: Counter[int] = field(default_factory=Counter)  # replies owed, by id
-    by_id: dict[int, Fuzzed] = field(default_factory=dict)  # the message each id names
-    written: dict[int, Fuzzed] = field(default_factory=dict)  # every id in any message
-    idless_owed: Counter[bool] = field(default_factory=Counter)  # by "delimited"
-    idless_replies: Counter[bool] = field(default_factory=Counter)
-    checkpoints: deque[int] = field(default_factory=deque)
-    since_checkpoint: int = 0
-    sent: int = 0
-    executed: int = 0  # replies that are answers, or errors past the body's validation
-    kinds: Counter[str] = field(default_factory=Counter)  # reply type or error reason
-    recent: deque[Fuzzed] = field(default_factory=lambda: deque(maxlen=AHEAD * CHECKPOINT_EVERY))
-    failures: list[Failure] = field(default_factory=list)
-
-    @property
-    def models(self) -> Mapping[str, type[BaseModel]]:
-        return MODELS if self.channel is Channel.COMMAND else CONTROL_MODELS
-
-    def send(self, message: Fuzzed) -> None:
-        self.socket.send_multipart(list(message.frames))
-        self.sent += 1
-        self.recent.append(message)
-        for rid in message.ids:
-            self.written[rid] = message
-        owed = message.owed
-        if owed.request_id is not None:
-            known = self.by_id.setdefault(owed.request_id, message)
-            assert known.frames == message.frames, "the generator wrote an id twice"
-            self.pending[owed.request_id] += 1
-        elif owed.answered:
-            self.idless_owed[owed.delimited] += 1
-
-    def send_checkpoint(self) -> None:
-        message = self.generator.checkpoint()
-        assert message.owed.request_id is not None
-        self.checkpoints.append(message.owed.request_id)
-        self.since_checkpoint = 0
-        self.send(message)
-
-    def take(self) -> int:
-        """Read and judge every reply waiting; returns how many."""
-        count = 0
-        while True:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return count
-            count += 1
-            self._judge(frames)
-
-    def _fail(self, category: str, message: Fuzzed | None, detail: str) -> None:
-        self.failures.append(Failure(f"{self.name}: {category}", message, detail))
-
-    def _judge(self, frames: list[bytes]) -> None:
-        if len(frames) == 2 and frames[0] == b"":
-            delimited, data = True, frames[1]
-        elif len(frames) == 1:
-            delimited, data = False, frames[0]
-        else:
-            self._fail("a reply of several frames", None, " | ".join(f.hex() for f in frames))
-            return
-        try:
-            reply = decode(data, models=self.models, max_bytes=None)
-        except WireError as error:
-            self._fail("a reply that is not a typed message", self._sender(data), f"{error}")
-            return
-        body = reply.body
-        reason = body.reason if isinstance(body, Rejection) else None
-        self.kinds[reply.type if reason is None else reason.value] += 1
-        rid = reply.request_id
-        if isinstance(body, Rejection) and body.message.startswith(LAST_RESORT):
-            # Answered as docs/protocol.md 9 says, but the frame made the venue raise: a
-            # malformed frame should be refused by the checks, not by an exception.
-            self._fail("the venue raised (its last resort answered)", self.by_id.get(rid or -1),
-                       _said(reply.type, body))  # fmt: skip
-        if rid is None:
-            self.idless_replies[delimited] += 1
-            if self.channel is Channel.COMMAND and reason is None:
-                self._fail("an answer without an id", None, _said(reply.type, body))
-            return
-        message = self.by_id.get(rid)
-        if message is None or not self.pending[rid]:
-            self.pending.pop(rid, None)
-            if message is not None:
-                self._fail("a second reply", message, _said(reply.type, body))
-            elif rid in self.written:
-                detail = f"replied with id {rid}: {_said(reply.type, body)}"
-                self._fail("an id in a reply that docs/protocol.md 2.2 says is unreadable",
-                           self.written[rid], detail)  # fmt: skip
-            else:
-                self._fail("a reply with an id never sent", None, f"id {rid}")
-            return
-        self.pending[rid] -= 1
-        if not self.pending[rid]:
-            del self.pending[rid]
-        if self.checkpoints and self.checkpoints[0] == rid:
-            self.checkpoints.popleft()
-        elif rid in self.checkpoints:
-            self.checkpoints.remove(rid)  # not promised in order
-        owed = message.owed
-        said = _said(reply.type, body)
-        if delimited != owed.delimited:
-            wanted = "after an empty frame" if owed.delimited else "without an empty frame"
-            self._fail(f"a reply not {wanted}", message, said)
-        if self.refused:
-            if reason is not ErrorReason.NOT_AUTHORIZED:
-                self._fail("a refused key's message not refused", message, said)
-        elif owed.stage is not Stage.BODY:
-            if reason is not ErrorReason.PROTOCOL_ERROR:
-                self._fail("a bad envelope not refused with protocol_error", message, said)
-        elif reason is None and reply.type not in owed.answers:
-            self._fail(f"a {message.kind.split(':')[0]} answered by {reply.type}", message, said)
-        if owed.stage is Stage.BODY and reason not in (
-            ErrorReason.PROTOCOL_ERROR,
-            ErrorReason.INVALID_REQUEST,
-            ErrorReason.NOT_AUTHORIZED,
-        ):
-            self.executed += 1
-
-    def _sender(self, reply: bytes) -> Fuzzed | None:
-        """The message an undecodable reply answers, if its id can be read."""
-        try:
-            rid = msgpack.unpackb(reply, strict_map_key=False).get("id")
-        except Exception:  # nothing to go by
-            return None
-        return self.written.get(rid) if isinstance(rid, int) else None
-
-    def settle(self) -> None:
-        """After the last barrier: what never came, and more id-less replies than owed."""
-        for rid, missing in self.pending.items():
-            message = self.by_id[rid]
-            self._fail("no reply to a message whose id is readable", message, f"{missing} missing")
-        self.pending.clear()
-        for delimited in (False, True):
-            extra = self.idless_replies[delimited] - self.idless_owed[delimited]
-            if extra > 0:
-                self._fail(
-                    f"more {'delimited ' if delimited else ''}replies without an id than "
-                    "messages without a readable id",
-                    None,
-                    f"{extra} more",
-                )
-
-
-def _size(failure: Failure) -> int:
-    return 0 if failure.message is None else sum(len(f) for f in failure.message.frames)
-
-
-def _said(message_type: str, body: BaseModel) -> str:
-    text = f"{message_type} {body!r}"
-    return text if len(text) <= 400 else text[:400] + "..."
-
-
-# --- the run ------------------------------------------------------------------------------------
-
-
-class Fuzz:
-    """Interleaves the streams' messages (seeded), with a bounded window each."""
-
-    def __init__(self, venue: VenueProcess, streams: list[Stream], frames: int) -> None:
-        self.venue = venue
-        self.streams = streams
-        self.frames = frames
-        self._rng = random.Random(f"orderbus-fuzz/{SEED}/interleave")
-        self._poller = zmq.Poller()
-        for stream in streams:
-            self._poller.register(stream.socket, zmq.POLLIN)
-
-    def run(self, counts: Mapping[str, int]) -> None:
-        """Send ``counts[stream.name]`` fuzz messages on each stream, then a barrier."""
-        left = {s.name: counts.get(s.name, 0) for s in self.streams}
-        by_name = {s.name: s for s in self.streams}
-        while any(left.values()):
-            names = [n for n, k in left.items() if k]
-            stream = by_name[self._rng.choices(names, [left[n] for n in names])[0]]
-            if stream.since_checkpoint >= CHECKPOINT_EVERY:
-                stream.send_checkpoint()
-            if len(stream.checkpoints) > AHEAD:
-                self._wait(lambda: len(stream.checkpoints) > AHEAD)  # noqa: B023 (called now)
-            stream.send(stream.generator.next())
-            stream.since_checkpoint += 1
-            left[stream.name] -= 1
-        self.barrier()
-
-    def barrier(self) -> None:
-        """Wait for a checkpoint's answer on every stream, then up to ``GRACE`` s more for any
-        reply still owed (replies to one peer are not promised in order), then read what else
-        is waiting."""
-        for stream in self.streams:
-            stream.send_checkpoint()
-        self._wait(lambda: any(s.checkpoints for s in self.streams))
-        self._wait(lambda: any(s.pending for s in self.streams), give_up=GRACE)
-        for stream in self.streams:
-            stream.take()
-
-    def _wait(self, waiting: Callable[[], bool], *, give_up: float | None = None) -> None:
-        """Take replies while ``waiting()``. Fails if the venue dies, or sends nothing for
-        ``STALL`` s; with ``give_up``, returns after that long without progress instead (and
-        ``settle`` names what is missing)."""
-        last = time.monotonic()
-        while waiting():
-            ready = dict(self._poller.poll(50))
-            progress = sum(s.take() for s in self.streams if s.socket in ready)
-            now = time.monotonic()
-            if progress:
-                last = now
-                continue
-            self.check_alive()
-            if give_up is not None and now - last > give_up:
-                return
-            if now - last > STALL:
-                pytest.fail(f"the venue stopped answering for {STALL} s\n{self.report()}")
-
-    def check_alive(self) -> None:
-        process = self.venue.process
-        assert process is not None
-        code = process.poll()
-        if code is not None:  # one of the messages in flight killed it
-            recent = "\n".join(
-                f"  {s.name} {m.kind}: {m.hex()[:400]}" for s in self.streams for m in s.recent
-            )
-            pytest.fail(
-                f"the venue died (exit code {code}, seed {SEED}); the last messages sent:\n"
-                f"{recent}\nstderr:\n{self.venue.stderr[-4000:]}"
-            )
-
-    def report(self) -> str:
-        """Each kind of failure: how often, and the shortest messages that showed it (up to
-        ``EXAMPLES``, one per way of making it) with what the venue did."""
-        groups: dict[str, list[Failure]] = {}
-        for stream in self.streams:
-            for failure in stream.failures:
-                groups.setdefault(failure.category, []).append(failure)
-        lines = [f"seed {SEED} (ORDERBUS_FUZZ_SEED), {self.frames} messages:"]
-        for category, failures in sorted(groups.items()):
-            lines.append(f"- {category}: {len(failures)} times; e.g.")
-            shown: set[str] = set()
-            for failure in sorted(failures, key=_size):
-                how = "" if failure.message is None else failure.message.kind
-                if how in shown or len(shown) == EXAMPLES:
-                    continue
-                shown.add(how)
-                if failure.message is None:
-                    lines.append("    sent: (not known: the reply has no id)")
-                else:
-                    lines.append(f"    sent ({how}): {failure.message.hex()[:600]}")
-                lines.append(f"    got: {failure.detail}")
-        return "\n".join(lines)
-
-    def assert_clean(self) -> None:
-        for stream in self.streams:
-            stream.settle()
-        assert not any(s.failures for s in self.streams), self.report()
-
-
-def dealer(context: zmq.Context[Socket], endpoint: str, keys: ClientKeys | None) -> Socket:
-    socket: Socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.SNDTIMEO, int(STALL * 1000))  # a venue that stops reading fails
-    if keys is not None:
-        keys.apply(socket)
-    socket.connect(endpoint)
-    return socket
 
 
 def serve_well_behaved(endpoints: Endpoints, tag: str, keys: ClientKeys | None = None) -> None:
@@ -436,7 +133,7 @@ def run_fuzz(
                 )
             )
             shares["control-outsider"] = shares["control"] // 4
-        fuzz = Fuzz(venue, streams, frames)
+        fuzz = Fuzz(venue, streams, frames, seed=SEED)
         started = time.monotonic()
         fuzz.run({name: max(1, int(count * WARM_UP)) for name, count in shares.items()})
         baseline, executed_before = rss(process.pid), sum(s.executed for s in streams)

@@ -331,7 +331,7 @@ def test_a_collection_while_reports_fan_out_does_not_break_the_fan_out() -> None
             live = [Stream(None) for _ in range(size)] + [Stream("o1")]
             for stream in live:
                 subscribers.add(stream)
-            gc.collect()
+            gc.collect(0)  # a young collection resets the count: the same schedule, cheaply
             gc.disable()
             gc.set_threshold(60)
             try:

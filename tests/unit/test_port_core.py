@@ -34,7 +34,7 @@ from ports import (
     Side,
 )
 from ports.blocking import Answer
-from ports.core import PortCore
+from ports.core import PortCore, PortRequest
 from ports.recovery import InDoubt
 from tests.contract.helpers import limit, snapshot
 
@@ -67,12 +67,12 @@ class FakeShell(PortCore):
     def __init__(self) -> None:
         super().__init__("s1", ack_timeout=1.0)
         self._doubts = InDoubt(clock=lambda: AT, rng=random.Random(1))
-        self.sent: list[tuple[int, Request]] = []
+        self.sent: list[tuple[int, PortRequest]] = []
         self.refuse = False
         self.time = 0.0
         self.woken = 0
 
-    def _transmit(self, request_id: int, request: Request, timeout: float) -> None:
+    def _transmit(self, request_id: int, request: PortRequest, timeout: float) -> None:
         if self.refuse:
             raise ConnectivityError("not connected", outcome=Outcome.DEFINITE)
         self.sent.append((request_id, request))

@@ -1,0 +1,142 @@
+"""Cancel on disconnect in memory (issue 13, section 3): the server's watch, what the venue
+protocol does with syncs, keepalives and other requests, the client's keepalive schedule, and
+the reason a cancel-all carries down to the engine's reports."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from bus.client_events import FramesToSend, PortEventRaised
+from bus.client_protocol import ClientProtocol
+from bus.codec import (
+    Canceled,
+    Keepalive,
+    KeepaliveReply,
+    Sync,
+    SyncReply,
+    decode,
+    encode,
+)
+from bus.disconnect import DisconnectWatch
+from bus.keepalive import KeepaliveTimer
+from bus.venue_protocol import Execute, Reply, Route, VenueProtocol
+from mock_venue.clock import ManualClock
+from mock_venue.engine import VenueEngine
+from mock_venue.outputs import Publish
+from ports import CancelReason, ExecType, PortEventKind
+from ports.models import CancelAllOrders
+from tests.contract.helpers import limit
+from tests.contract.venue_setup import CONTRACT_VENUE, START
+
+PEER = Route(b"peer", False)
+T = datetime(2026, 1, 5, 9, tzinfo=UTC)
+
+
+def test_the_watch_expires_a_silent_client_once_and_tells_the_next_sync() -> None:
+    watch = DisconnectWatch(stall=1.0)
+    watch.arm("key/c1", "c1", "s1", 2.0, now=0.0)
+    watch.arm("key/c2", "c2", "s2", 2.0, now=0.0)
+    assert watch.expired(0.5) == []
+    assert watch.heard("key/c2", 1.0)  # c2 is alive
+    assert watch.expired(1.5) == []
+    assert watch.expired(2.4) == [("c1", "s1", 2.0)]  # c1: silent for 2.4 s
+    assert watch.expired(2.8) == []  # disarmed: once
+    assert not watch.heard("key/c1", 2.9)
+    assert watch.armed == 1
+    notice = Canceled(at=T, client_id="c1", timeout=2.0)
+    watch.fired_for("s1", notice)
+    assert watch.take("s1") == notice
+    assert watch.take("s1") is None  # told once
+
+
+def test_a_gap_longer_than_the_stall_is_the_servers_not_the_clients() -> None:
+    watch = DisconnectWatch(stall=1.0)
+    watch.arm("c", "c", "s1", 2.0, now=0.0)
+    assert watch.expired(0.5) == []
+    assert watch.expired(10.0) == []  # the server did not look for 9.5 s: not held against c
+    assert watch.expired(11.0) == []
+    assert watch.expired(11.5) == []
+    assert watch.expired(11.9) == [("c", "s1", 2.0)]  # then silent for 2.4 s of its own
+
+
+def _keepalive(venue: VenueProtocol, request_id: int, now: float) -> object:
+    frame = encode(Keepalive(strategy_id="s1"), request_id=request_id, client_id="c")
+    answer = venue.receive(PEER, frame, now=now)
+    assert isinstance(answer, Reply)  # answered at once, never executed
+    return decode(answer.frame, max_bytes=None).body
+
+
+def test_a_sync_arms_every_request_is_heard_and_a_keepalive_is_answered_at_once() -> None:
+    venue = VenueProtocol(session="s", instance="i")
+    sync = encode(Sync(strategy_id="s1", cancel_on_disconnect=2.0), request_id=1, client_id="c")
+    assert isinstance(venue.receive(PEER, sync, now=0.0, wall=T), Execute)
+    assert venue.watch.armed == 1
+    assert _keepalive(venue, 2, now=1.5) == KeepaliveReply(strategy_id="s1", armed=True)
+    submit = encode(limit("o1"), request_id=3, client_id="c")
+    assert isinstance(venue.receive(PEER, submit, now=3.0, wall=T), Execute)
+    assert venue.watch.expired(4.9) == []  # heard at 3.0
+    assert venue.watch.expired(5.1) == [("c", "s1", 2.0)]
+    assert _keepalive(venue, 4, now=5.2) == KeepaliveReply(strategy_id="s1", armed=False)
+
+
+def test_the_client_keeps_alive_only_when_it_sent_nothing_for_a_third_of_its_timeout() -> None:
+    timer = KeepaliveTimer("s1", 3.0)
+    timer.sent(0.0)
+    assert timer.next_at() == 1.0
+    assert timer.due(0.9) is None
+    timer.sent(0.9)  # a request went: it counts
+    assert timer.due(1.5) is None
+    assert timer.due(1.9) == Keepalive(strategy_id="s1")
+    assert timer.due(2.0) is None
+    assert KeepaliveTimer("s1", None).due(1e9) is None  # not asked for
+    assert KeepaliveTimer(None, 3.0).timeout is None  # a monitor has no orders to cancel
+
+
+def _synced(protocol: ClientProtocol, canceled: Canceled | None = None) -> list[object]:
+    (frames,) = protocol.start(now=0.0, timeout=5.0)
+    assert isinstance(frames, FramesToSend)
+    ((request_id, frame),) = frames.frames
+    sync = decode(frame).body
+    assert sync == Sync(strategy_id="s1", cancel_on_disconnect=3.0)
+    reply = SyncReply(
+        session="a", instance="b", strategy_id="s1", seq=0, venue_seq=0, open_orders=(),
+        canceled_on_disconnect=canceled,
+    )  # fmt: skip
+    return list(protocol.receive_reply(encode(reply, request_id=request_id), now=0.0))
+
+
+def test_the_client_protocol_arms_sends_keepalives_and_says_what_a_sync_told() -> None:
+    protocol = ClientProtocol("s1", client_id="c", cancel_on_disconnect=3.0, clock=lambda: T)
+    events = _synced(protocol, Canceled(at=T, client_id="old", timeout=3.0))
+    raised = [e.event for e in events if isinstance(e, PortEventRaised)]
+    assert [e.kind for e in raised] == [PortEventKind.CANCELED_ON_DISCONNECT]
+    assert "'old' was silent for more than 3 s" in (raised[0].detail or "")
+    assert protocol.keepalive.next_at() == 1.0
+    assert not [e for e in protocol.poll(now=0.9) if isinstance(e, FramesToSend)]
+    (sent,) = [e for e in protocol.poll(now=1.0) if isinstance(e, FramesToSend)]
+    ((request_id, frame),) = sent.frames
+    assert decode(frame).body == Keepalive(strategy_id="s1")
+    # The server says it is not armed (it fired meanwhile): the client syncs again to re-arm.
+    disarmed = encode(KeepaliveReply(strategy_id="s1", armed=False), request_id=request_id)
+    assert protocol.receive_reply(disarmed, now=1.1) == []
+    assert not protocol.in_sync
+    (resync,) = [e for e in protocol.poll(now=1.2) if isinstance(e, FramesToSend)]
+    assert [decode(f).body for _, f in resync.frames] == [
+        Sync(strategy_id="s1", cancel_on_disconnect=3.0)
+    ]
+
+
+def test_a_cancel_all_reports_its_reason() -> None:
+    engine = VenueEngine(CONTRACT_VENUE, clock=ManualClock(START), rng=random.Random(1))
+    engine.handle(limit("o1"), "t1")
+    out = engine.handle(
+        CancelAllOrders(strategy_id="s1", reason=CancelReason.CANCEL_ON_DISCONNECT), "t2"
+    )
+    reports = [o.report for o in out if isinstance(o, Publish)]
+    canceled = [r for r in reports if r.exec_type is ExecType.CANCELED]
+    assert [(r.client_order_id, r.cancel_reason) for r in canceled] == [
+        ("o1", CancelReason.CANCEL_ON_DISCONNECT)
+    ]
+    assert canceled[0].leaves_qty == Decimal(0)

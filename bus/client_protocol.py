@@ -24,7 +24,7 @@ import math
 import random
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
@@ -40,6 +40,7 @@ from bus.client_events import (
     StartFailed,
     StreamStarted,
 )
+from bus.client_frames import Framer, KeepaliveTimer, canceled_detail
 from bus.codec import (
     EVENTS_PREFIX,
     HEARTBEAT_TOPIC,
@@ -51,10 +52,8 @@ from bus.codec import (
     SyncReply,
     WireError,
     decode,
-    encode,
     strategy_topic,
 )
-from bus.keepalive import KeepaliveTimer, canceled_detail
 from bus.outstanding import Kind, Outstanding
 from bus.sequencing import FillFilter, Replays, Sequencer
 from ports.enums import ErrorReason, PortEventKind
@@ -82,9 +81,6 @@ __all__ = [
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-_FOREVER = 10 * 365 * 86_400.0  # a timeout this long sends no deadline
 
 
 def _refused(body: BaseModel) -> bool:
@@ -126,11 +122,11 @@ class ClientProtocol:
             self.topics = [strategy_topic(strategy_id)]  # its heartbeats come on it too
         self.silence_limit = silence_limit
         self._backoff = backoff
-        self._deadlines = deadlines
-        self.keepalive = KeepaliveTimer(strategy_id, cancel_on_disconnect)
         self._rng = rng if rng is not None else random.Random()
         self._clock = clock
         self._ids = request_ids if request_ids is not None else itertools.count(1)
+        self.keepalive = KeepaliveTimer(strategy_id, cancel_on_disconnect)
+        self._frames = Framer(self.client_id, self.keepalive, self._ids, clock, deadlines)
         self.requests = Outstanding(self._rng, retry_throttled=retry_throttled)
         self.fills = FillFilter()  # .dropped: fills seen before, not delivered again
         self.synced = False  # a baseline was taken: numbers above it are delivered
@@ -147,15 +143,8 @@ class ClientProtocol:
     def send(self, request_id: int, body: BaseModel, now: float, deadline: float) -> bytes:
         """The frame that carries ``body`` as request ``request_id``, resent until answered or
         ``deadline``. If it cannot be sent at all, ``forget`` it."""
-        # The same instant on the server's wall clock: after it, the server refuses the
-        # request (stale_request) rather than carry it out when nobody waits for it.
-        wait = deadline - now
-        stamp = None
-        if self._deadlines and wait < _FOREVER:
-            stamp = self._clock() + timedelta(seconds=wait)
-        frame = encode(body, request_id=request_id, client_id=self.client_id, deadline=stamp)
+        frame = self._frames.request(body, request_id, now, deadline)
         self.requests.add(request_id, Kind.CALL, frame, now, deadline, self._backoff)
-        self.keepalive.sent(now)
         return frame
 
     def receive_reply(self, frame: bytes, now: float) -> list[ClientEvent]:
@@ -234,11 +223,8 @@ class ClientProtocol:
             frames.append(replay)
         if frames:
             self.keepalive.sent(now)
-        elif self.synced and (alive := self.keepalive.due(now)) is not None:
-            request_id = next(self._ids)
-            frames.append(
-                (request_id, encode(alive, request_id=request_id, client_id=self.client_id))
-            )
+        elif self.synced and (alive := self._frames.keepalive_due(now)) is not None:
+            frames.append(alive)
         if frames:
             events.insert(0, FramesToSend(frames))
         return events + noticed
@@ -350,15 +336,8 @@ class ClientProtocol:
             return []  # asked of a venue that has changed since: asked again once in sync
         # Every frame read before any is offered: a bad one must not drop those before it.
         bodies = [decode(frame, max_bytes=None).body for frame in reply.events]
-        reports: list[ExecutionReport] = []
-        for body in bodies:
-            if isinstance(body, ExecutionReport):
-                reports += self.stream.offer(body)
-        events: list[ClientEvent] = []
-        fresh = self.fills.fresh(reports)
-        if fresh:
-            events.append(ReportsReady(fresh))
-        return self._with_replay(events, now)
+        fresh = self.fills.fresh(self.stream.offer_all(bodies))
+        return self._with_replay([ReportsReady(fresh)] if fresh else [], now)
 
     def _take_heartbeat(self, heartbeat: Heartbeat, now: float) -> None:
         identity = (heartbeat.session, heartbeat.instance)
@@ -384,7 +363,7 @@ class ClientProtocol:
             strategy_id=self.strategy_id or ALL_EVENTS_SYNC,
             cancel_on_disconnect=self.keepalive.timeout,
         )
-        frame = encode(body, request_id=request_id, client_id=self.client_id)
+        frame = self._frames.plain(body, request_id)
         self.requests.add(request_id, Kind.SYNC, frame, now, deadline, backoff, sent=sent)
         self._syncing = request_id
         return request_id, frame
@@ -411,7 +390,7 @@ class ClientProtocol:
             return None
         request_id = next(self._ids)
         body = Replay(strategy_id=self.strategy_id, from_seq=missing[0], to_seq=missing[1])
-        frame = encode(body, request_id=request_id, client_id=self.client_id)
+        frame = self._frames.plain(body, request_id)
         self.requests.add(request_id, Kind.REPLAY, frame, now, now + REPLAY_RETRY, None)
         self._replays.asked(request_id)
         return request_id, frame

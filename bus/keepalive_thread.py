@@ -11,9 +11,9 @@ import threading
 
 import zmq
 
+from bus.client_frames import KEEPALIVES_PER_TIMEOUT
 from bus.codec import Keepalive, encode
 from bus.curve import ClientKeys
-from bus.keepalive import KEEPALIVES_PER_TIMEOUT
 from bus.sockets import configure_dealer
 
 

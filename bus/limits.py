@@ -31,10 +31,11 @@ class ServerLimits(BaseModel):
     """Each client's sustained request rate; faster requests are refused ``throttled``."""
     burst: int = Field(default=20_000, ge=1)
     """Requests a client may send at once above its rate."""
-    reply_queue: int = Field(default=10_000, ge=1)
+    reply_queue: int = Field(default=1_000, ge=1)
     """Replies queued for one peer that does not read them (the send high-water mark of the
     command and control ROUTERs): beyond it, that peer's replies are dropped, not waited for, and
-    counted (``reply_queue_drops``); a resend of the same request id gets its answer again."""
+    counted (``reply_queue_drops``); a resend of the same request id gets its answer again.
+    A count, not bytes: such a peer pins up to this many of its largest replies."""
     event_queue: int = Field(default=100_000, ge=1)
     """Events queued for one subscriber that does not read (ZeroMQ's send high-water mark):
     beyond it, that subscriber misses events (and replays them), the others do not wait."""

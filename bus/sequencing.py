@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 
 from bus.codec import MAX_REPLAY
 from ports.models import ExecutionReport
@@ -49,6 +49,14 @@ class Sequencer:
         while self.delivered + 1 in self._ahead:
             self.delivered += 1
             ready.append(self._ahead.pop(self.delivered))
+        return ready
+
+    def offer_all(self, bodies: Iterable[object]) -> list[ExecutionReport]:
+        """Take the reports among ``bodies`` (a replay's); return those now deliverable."""
+        ready: list[ExecutionReport] = []
+        for body in bodies:
+            if isinstance(body, ExecutionReport):
+                ready += self.offer(body)
         return ready
 
     def missing(self) -> tuple[int, int] | None:

@@ -11,7 +11,6 @@ Nothing here reads a clock or touches a socket: the venue time a heartbeat carri
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +20,6 @@ from pydantic import BaseModel
 from bus.access import Access
 from bus.codec import (
     HEARTBEAT_TOPIC,
-    MAX_REPLAY,
     Heartbeat,
     Keepalive,
     KeepaliveReply,
@@ -35,6 +33,7 @@ from bus.codec import (
     strategy_topic,
 )
 from bus.disconnect import DisconnectWatch
+from bus.event_log import EventLog
 from bus.limits import LimitsStatus, RateLimiter, ServerLimits, throttled
 from bus.reply_store import ReplyStore
 from bus.risk import Risk
@@ -156,8 +155,7 @@ class VenueProtocol:
         self._routes: dict[RequestKey, Route | None] = {}  # requests being worked on
         self._uncached: set[RequestKey] = set()
         self._syncs: dict[RequestKey, Sync] = {}
-        self._frames: list[bytes] = []  # every numbered event, by venue_seq - 1
-        self._stream_index: dict[str, array[int]] = {}  # strategy -> venue_seq of its events
+        self.events = EventLog()
         self.requests = 0
         self.protocol_errors = 0
         self.request_types: dict[str, int] = {}  # bus.metrics; undecodable ones are not in it
@@ -345,13 +343,7 @@ class VenueProtocol:
 
     def replay_reply(self, request_id: int, request: Replay) -> bytes:
         """The frames of the range ``request`` asks for, as they were published."""
-        if request.strategy_id is None:
-            last = min(request.to_seq, len(self._frames), request.from_seq + MAX_REPLAY - 1)
-            events = tuple(self._frames[request.from_seq - 1 : last])
-        else:
-            index = self._stream_index.get(request.strategy_id, array("Q"))
-            last = min(request.to_seq, len(index), request.from_seq + MAX_REPLAY - 1)
-            events = tuple(self._frames[v - 1] for v in index[request.from_seq - 1 : last])
+        events = self.events.frames(request.strategy_id, request.from_seq, request.to_seq)
         reply = ReplayReply(strategy_id=request.strategy_id, events=events)
         return encode(reply, request_id=request_id)
 
@@ -382,28 +374,23 @@ class VenueProtocol:
     @property
     def venue_seq(self) -> int:
         """The number of the latest event on the all-events stream."""
-        return len(self._frames)
+        return self.events.venue_seq
 
     def stream_seq(self, strategy_id: str) -> int:
         """The number of the latest event on ``strategy_id``'s stream."""
-        index = self._stream_index.get(strategy_id)
-        return 0 if index is None else len(index)
+        return self.events.stream_seq(strategy_id)
 
     def publish(self, report: ExecutionReport) -> Event:
         """Number ``report`` on its strategy's stream and on the all-events stream, encode it
         and keep it for replay. A backend that numbers its reports the same way (the engine)
         costs nothing more; others' reports are renumbered."""
         strategy_id = report.strategy_id
-        index = self._stream_index.get(strategy_id)
-        if index is None:
-            index = self._stream_index[strategy_id] = array("Q")
-        seq, venue_seq = len(index) + 1, len(self._frames) + 1
+        seq, venue_seq = self.events.next_numbers(strategy_id)
         if report.seq != seq or report.venue_seq != venue_seq:
             report = report.model_copy(update={"seq": seq, "venue_seq": venue_seq})
         self.risk.observe(report)
         frame = encode(report)
-        self._frames.append(frame)
-        index.append(venue_seq)
+        self.events.append(strategy_id, frame)
         return Event(
             strategy_id,
             report.instrument,

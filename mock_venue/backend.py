@@ -21,13 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bus.access import Access
 from bus.backend import Answer, GetStatus, Host, Output, Report
 from bus.codec import Sync, decode, encode
-from bus.curve import ServerKey
-from bus.limits import ServerLimits
-from bus.risk import RiskConfig
-from bus.server import Endpoints, Server
 from bus.venue_protocol import RequestKey
 from mock_venue.clock import Clock, ManualClock, PinnedClock, WallClock
 from mock_venue.config import VenueConfig
@@ -50,7 +45,7 @@ from mock_venue.engine import Publish, Respond, VenueEngine
 from mock_venue.faults import ActiveFault, Crash, Disconnect, Fault
 from mock_venue.journal import FsyncPolicy, Journal, JournalError, Recovered
 from mock_venue.journal import read as journal_read
-from mock_venue.status import venue_status
+from mock_venue.status import journal_gauges, venue_status
 from mock_venue.transport_faults import TRANSPORT_FAULTS, TransportFaults
 from ports.models import (
     Acknowledgement,
@@ -381,46 +376,9 @@ class EngineBackend:
 
     def metric_gauges(self) -> list[tuple[str, str, float]]:
         """The journal's gauges, for ``bus.metrics`` (none without a journal)."""
-        journal = self._journal
-        if journal is None:
-            return []
-        return [
-            ("journal_bytes", "Size of the venue's journal file, bytes.", journal.size),
-            ("journal_records", "Records appended to the journal by this process.",
-             journal.records),
-            ("journal_recovered_records", "Records replayed from the journal at start.",
-             self.recovered_records),
-        ]  # fmt: skip
+        return journal_gauges(self._journal, self.recovered_records)
 
     def status(self) -> VenueStatus:
         """What the venue holds now."""
         assert self._host is not None
         return venue_status(self, self._host, self._journal)
-
-
-def venue_server(
-    config: VenueConfig,
-    endpoints: Endpoints,
-    *,
-    heartbeat_interval: float = 0.5,
-    limits: ServerLimits | None = None,
-    access: Access | None = None,
-    key: ServerKey | None = None,
-    insecure: bool = False,
-    risk: RiskConfig | None = None,
-    state: Path | None = None,
-    **backend: Any,
-) -> Server:
-    """A bus server hosting the mock venue (``backend``: ``EngineBackend``'s options; the
-    others: ``bus.server.Server``'s)."""
-    return Server(
-        EngineBackend(config, **backend),
-        endpoints,
-        heartbeat_interval=heartbeat_interval,
-        limits=limits,
-        access=access,
-        key=key,
-        insecure=insecure,
-        risk=risk,
-        state=state,
-    )

@@ -19,7 +19,7 @@ from bus.metrics import server_metrics_options
 from bus.risk_cli import server_risk, server_risk_options
 from bus.serve import serve_until_signalled
 from bus.server import Endpoints
-from mock_venue.backend import EngineBackend, venue_server
+from mock_venue.backend import EngineBackend
 from mock_venue.clock import ManualClock, WallClock
 from mock_venue.config import (
     DEFAULT_INSTRUMENTS,
@@ -34,6 +34,7 @@ from mock_venue.control_client import ControlClient
 from mock_venue.engine import VenueControlError
 from mock_venue.faults import ActiveFault, Fault, load_scenario
 from mock_venue.journal import FsyncPolicy, JournalError
+from mock_venue.venue_server import venue_server
 
 _T = TypeVar("_T")
 _log = logging.getLogger("orderbus.venue")

@@ -1,4 +1,4 @@
-"""The mock venue's answer to ``get_status``: what it holds now."""
+"""The mock venue's answer to ``get_status`` (what it holds now), and its journal's gauges."""
 
 from __future__ import annotations
 
@@ -55,3 +55,14 @@ def venue_status(backend: EngineBackend, host: Host, journal: Journal | None) ->
         ),
         faults=tuple(engine.faults.active()),
     )
+
+
+def journal_gauges(journal: Journal | None, recovered: int) -> list[tuple[str, str, float]]:
+    """The journal's gauges, for ``bus.metrics`` (none without a journal)."""
+    if journal is None:
+        return []
+    return [
+        ("journal_bytes", "Size of the venue's journal file, bytes.", journal.size),
+        ("journal_records", "Records appended to the journal by this process.", journal.records),
+        ("journal_recovered_records", "Records replayed from the journal at start.", recovered),
+    ]

@@ -13,8 +13,8 @@ from collections.abc import Hashable
 from bus.codec import encode
 from bus.metrics import RequestTiming
 from bus.server import Endpoints
-from mock_venue.backend import venue_server
 from mock_venue.clock import ManualClock
+from mock_venue.venue_server import venue_server
 from ports import Side, SubmitOrder
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from bus.client_events import FramesToSend, PortEventRaised
+from bus.client_frames import KeepaliveTimer
 from bus.client_protocol import ClientProtocol
 from bus.codec import (
     Canceled,
@@ -20,7 +21,6 @@ from bus.codec import (
     encode,
 )
 from bus.disconnect import DisconnectWatch
-from bus.keepalive import KeepaliveTimer
 from bus.venue_protocol import Execute, Reply, Route, VenueProtocol
 from mock_venue.clock import ManualClock
 from mock_venue.engine import VenueEngine

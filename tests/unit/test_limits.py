@@ -15,8 +15,8 @@ from bus.limits import RateLimiter, ServerLimits
 from bus.reply_store import ReplyStore
 from bus.server import Endpoints
 from bus.venue_protocol import Execute, Reply, Route, VenueProtocol
-from mock_venue.backend import venue_server
 from mock_venue.clock import ManualClock
+from mock_venue.venue_server import venue_server
 from ports import Acknowledgement, ErrorReason, Outcome, Rejection
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE, SEED

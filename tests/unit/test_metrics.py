@@ -22,8 +22,8 @@ from bus.metrics import (
 )
 from bus.risk import RiskConfig, RiskLimits
 from bus.server import Endpoints, Server
-from mock_venue.backend import venue_server
 from mock_venue.clock import ManualClock
+from mock_venue.venue_server import venue_server
 from ports import CancelOrder, Side
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE

@@ -12,10 +12,11 @@ from pydantic import BaseModel
 from bus.codec import decode, encode
 from bus.server import Endpoints
 from bus.venue_protocol import Event
-from mock_venue.backend import STEP_TIMERS, EngineBackend, venue_server
+from mock_venue.backend import STEP_TIMERS, EngineBackend
 from mock_venue.clock import ManualClock
 from mock_venue.config import InstrumentConfig, SlicedFill, VenueConfig
 from mock_venue.faults import DropEvents, DropReplies, Fault
+from mock_venue.venue_server import venue_server
 from ports import (
     Acknowledgement,
     ExecType,

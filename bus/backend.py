@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bus.codec import Sync
 from bus.limits import LimitsStatus
-from bus.risk import RISK_CONTROL_MODELS
+from bus.risk_models import RISK_CONTROL_MODELS
 from bus.venue_protocol import Event, RequestKey, VenueProtocol
 from ports.enums import ErrorReason, Outcome
 from ports.models import ExecutionReport, PortEvent, Rejection, Request

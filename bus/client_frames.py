@@ -44,12 +44,23 @@ class KeepaliveTimer:
         if now < self.next_at():
             return None
         self._sent = now
-        return Keepalive(strategy_id=self._strategy_id)
+        return self.keepalive()
 
-    def disarmed(self, reply: KeepaliveReply) -> bool:
-        """True if the server says cancel on disconnect is not armed though it was asked for
-        (it fired, or the server restarted): a sync re-arms it and tells what happened."""
-        return self.timeout is not None and not reply.armed
+    def keepalive(self) -> Keepalive:
+        """A keepalive: it re-arms the watch with the timeout (a server that restarted, or
+        that fired it while this client was cut off, is armed again by it)."""
+        return Keepalive(strategy_id=self._strategy_id, cancel_on_disconnect=self.timeout)
+
+    def goodbye(self) -> Keepalive | None:
+        """What a client closing cleanly sends: disarm, its strategy's orders stay."""
+        if self.timeout is None:
+            return None
+        return Keepalive(strategy_id=self._strategy_id, cancel_on_disconnect=None)
+
+
+def canceled_event(reply: KeepaliveReply) -> tuple[PortEventKind, str] | None:
+    """The port event a keepalive reply's ``canceled`` becomes, if it has one."""
+    return None if reply.canceled is None else canceled_detail(reply.canceled)
 
 
 def canceled_detail(canceled: Canceled) -> tuple[PortEventKind, str]:
@@ -78,6 +89,15 @@ class Framer:
         self._ids = ids
         self._clock = clock
         self._deadlines = deadlines
+        self.offset = timedelta(0)  # the server's wall clock less this one (``synced``)
+
+    def synced(self, server_time: datetime | None) -> None:
+        """A sync reply told the server's time: deadlines are stamped on its clock from now on,
+        so a host whose clock is off neither has every request refused nor none."""
+        if server_time is not None:
+            # Taken before the reply left: on the server's clock it is later by up to the
+            # round trip, so deadlines come out that much stricter, never looser.
+            self.offset = server_time - self._clock()
 
     def request(self, body: BaseModel, request_id: int, now: float, deadline: float) -> bytes:
         """A request due by ``deadline`` (monotonic seconds, as ``now``)."""
@@ -86,13 +106,18 @@ class Framer:
         if self._deadlines and wait < FOREVER:
             # The same instant on the server's wall clock: after it, the server refuses the
             # request (stale_request) rather than carry it out when nobody waits for it.
-            stamp = self._clock() + timedelta(seconds=wait)
+            stamp = self._clock() + self.offset + timedelta(seconds=wait)
         self.keepalive.sent(now)
         return encode(body, request_id=request_id, client_id=self.client_id, deadline=stamp)
 
     def plain(self, body: BaseModel, request_id: int) -> bytes:
         """A request of the protocol's own (a sync, a replay): no deadline of its own."""
         return encode(body, request_id=request_id, client_id=self.client_id)
+
+    def goodbye(self) -> bytes | None:
+        """The frame that disarms cancel on disconnect on a clean close (None: not armed)."""
+        goodbye = self.keepalive.goodbye()
+        return None if goodbye is None else self.plain(goodbye, next(self._ids))
 
     def keepalive_due(self, now: float) -> tuple[int, bytes] | None:
         """(request id, frame) of the keepalive to send now, if one is due."""

@@ -40,7 +40,7 @@ from bus.client_events import (
     StartFailed,
     StreamStarted,
 )
-from bus.client_frames import Framer, KeepaliveTimer, canceled_detail
+from bus.client_frames import Framer, KeepaliveTimer, canceled_detail, canceled_event
 from bus.codec import (
     EVENTS_PREFIX,
     HEARTBEAT_TOPIC,
@@ -163,10 +163,9 @@ class ClientProtocol:
             return self._take_sync(request_id, body, now)
         if isinstance(body, ReplayReply):
             return self._take_replay(request_id, body, now)
-        if isinstance(body, KeepaliveReply):
-            if self.keepalive.disarmed(body) and self.in_sync:
-                self._out_of_sync(now)  # the sync re-arms it, and says if it fired
-            return []
+        if isinstance(body, KeepaliveReply):  # it re-armed the watch; did it fire meanwhile?
+            told = canceled_event(body)
+            return [] if told is None else [self._raise(*told)]
         if _refused(body) and request_id == self._syncing and not self.synced:
             assert isinstance(body, Rejection)  # retrying cannot help: say so now
             return self._start_failed(request_id, refused=body)
@@ -250,6 +249,10 @@ class ClientProtocol:
         self.stream.start(seq)
         self.synced = self.in_sync = self.connected = True
 
+    def goodbye(self) -> bytes | None:
+        """The frame to send on a clean close: cancel on disconnect disarmed (None: nothing)."""
+        return self._frames.goodbye() if self.synced else None
+
     def forget(self, request_id: int) -> None:
         """The frame ``send`` gave for request ``request_id`` could not be sent at all."""
         self.requests.pop(request_id)
@@ -319,6 +322,7 @@ class ClientProtocol:
         elif self.venue is not None and reply.instance != self.venue[1]:
             detail = _RESTARTED.format(reply.instance)
             events.append(self._raise(PortEventKind.VENUE_RESTARTED, detail))
+        self._frames.synced(reply.server_time)
         if reply.canceled_on_disconnect is not None:
             events.append(self._raise(*canceled_detail(reply.canceled_on_disconnect)))
         self.venue = (reply.session, reply.instance)

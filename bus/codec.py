@@ -74,17 +74,21 @@ class Canceled(_Wire):
 
 
 class Keepalive(_Wire):
-    """Client -> venue: still here (for cancel on disconnect; any request counts as well)."""
+    """Client -> venue: still here, and (re-)arm cancel on disconnect with this timeout (any
+    request counts as a sign of life as well). ``cancel_on_disconnect`` None disarms it: a
+    client that closes cleanly says so, and its strategy's orders stay."""
 
     strategy_id: Identifier
+    cancel_on_disconnect: float | None = Field(default=None, gt=0, le=MAX_DISCONNECT_TIMEOUT)
 
 
 class KeepaliveReply(_Wire):
-    """Venue -> client: whether cancel on disconnect is armed for this client (False once it
-    fired, or from a venue that restarted: the client syncs again to re-arm it)."""
+    """Venue -> client: whether cancel on disconnect is armed for this client now, and, once,
+    whether it fired for this client since (``canceled``: it was silent past its timeout)."""
 
     strategy_id: Identifier
     armed: bool
+    canceled: Canceled | None = None
 
 
 class SyncReply(_Wire):
@@ -100,6 +104,8 @@ class SyncReply(_Wire):
     next_after: int | None = Field(default=None, ge=0)
     """More open orders than this first page: ``list_open_orders`` with ``after`` = it."""
     canceled_on_disconnect: Canceled | None = None
+    server_time: Instant | None = None
+    """The server's wall clock when it answered: a client stamps deadlines on it."""
 
 
 class Replay(_Wire):

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from bus.backend import SERVER_CONTROL_MODELS, ReloadEntitlements
 from bus.codec import WireError, decode, encode, ids_of
-from bus.risk import Halted, Kill, Resume, SetRiskLimits
+from bus.risk_models import Halted, Kill, Resume, SetRiskLimits
 from bus.venue_protocol import Route
 from ports.enums import ErrorReason
 from ports.models import Rejection

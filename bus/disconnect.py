@@ -1,11 +1,11 @@
 """Cancel on disconnect, the server's side, with no sockets in it: which clients asked for it,
 when each was last heard, and whose time ran out (``DisconnectWatch``).
 
-A client arms it with its sync (``Sync.cancel_on_disconnect``: seconds). Any request of that
-client counts as heard, keepalives included. When a client is silent for longer than its
-timeout, its strategy's open orders are to be canceled (the server does it, ``bus.risk_control``)
-and the watch remembers it for the strategy, to tell the next sync of that strategy (from any
-client: a restarted process has a new client id)."""
+A client arms it with its sync and with each keepalive (``cancel_on_disconnect``: seconds; a
+keepalive without it disarms). Any request of that client counts as heard. When a client is
+silent for longer than its timeout, its strategy's open orders are to be canceled (the server
+does it, ``bus.risk_control``), and the watch remembers it: for the strategy's next sync (a
+restarted process has a new client id) and for the client's next keepalive (it was cut off)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ class _Armed:
     heard: float
 
 
+MAX_TOLD = 10_000
+"""Fired watches remembered for the client that went silent, should it come back."""
+
+
 class DisconnectWatch:
     """The armed clients (by the server's client key) and the cancels to tell."""
 
@@ -30,7 +34,8 @@ class DisconnectWatch:
         # or swapped out): the time it did not listen is not held against any client.
         self._stall = stall
         self._armed: dict[str, _Armed] = {}
-        self._fired: dict[str, Canceled] = {}
+        self._fired: dict[str, Canceled] = {}  # by strategy, for its next sync
+        self._told: dict[str, Canceled] = {}  # by client, for its next keepalive
         self._checked: float | None = None
         self.fired = 0
 
@@ -42,21 +47,27 @@ class DisconnectWatch:
         timeout replaces the old)."""
         self._armed[client] = _Armed(strategy_id, client_id, timeout, now)
 
-    def heard(self, client: str, now: float) -> bool:
-        """A request of ``client`` came; True if it is armed."""
-        armed = self._armed.get(client)
-        if armed is None:
-            return False
-        armed.heard = now
-        return True
+    def disarm(self, client: str) -> None:
+        """``client`` closes cleanly: no cancel for its silence from now on."""
+        self._armed.pop(client, None)
 
-    def expired(self, now: float) -> list[tuple[str, str, float]]:
-        """(client id, strategy, timeout) of each armed client silent past its timeout, now
-        disarmed. Call it more often than every ``stall`` seconds."""
+    def is_armed(self, client: str) -> bool:
+        return client in self._armed
+
+    def heard(self, client: str, now: float) -> None:
+        """A request of ``client`` came."""
+        armed = self._armed.get(client)
+        if armed is not None:
+            armed.heard = now
+
+    def expired(self, now: float) -> list[tuple[str, str, str, float]]:
+        """(client, client id, strategy, timeout) of each armed client silent past its
+        timeout, now disarmed. Call it more often than every ``stall`` seconds."""
         if self._checked is not None and now - self._checked > self._stall:
-            pause = now - self._checked
+            pause, checked = now - self._checked, self._checked
             for armed in self._armed.values():
-                armed.heard += pause
+                if armed.heard < checked:  # heard before the stall: its silence resumes now
+                    armed.heard = min(now, armed.heard + pause)
         self._checked = now
         if not self._armed:
             return []
@@ -64,17 +75,26 @@ class DisconnectWatch:
         out = []
         for client in gone:
             armed = self._armed.pop(client)
-            out.append((armed.client_id, armed.strategy_id, armed.timeout))
+            out.append((client, armed.client_id, armed.strategy_id, armed.timeout))
         return out
 
-    def fired_for(self, strategy_id: str, notice: Canceled) -> None:
-        """Remember that ``strategy_id``'s orders were canceled, for its next sync."""
+    def fired_for(self, client: str, strategy_id: str, notice: Canceled) -> None:
+        """Remember that ``client``'s silence canceled ``strategy_id``'s orders: for the
+        strategy's next sync, and for the client's next keepalive, should it come back."""
         self.fired += 1
         self._fired[strategy_id] = notice
+        self._told.pop(client, None)
+        self._told[client] = notice
+        while len(self._told) > MAX_TOLD:
+            del self._told[next(iter(self._told))]
 
     def take(self, strategy_id: str) -> Canceled | None:
         """What the sync of ``strategy_id`` is to be told (once)."""
         return self._fired.pop(strategy_id, None)
+
+    def take_told(self, client: str) -> Canceled | None:
+        """What ``client``'s keepalive is to be told (once)."""
+        return self._told.pop(client, None)
 
     @property
     def armed(self) -> int:

@@ -37,8 +37,9 @@ from bus.client import ZmqOrderExecutionPort
 from bus.codec import Sync
 from bus.curve import ClientKeys
 from bus.gateway_pages import OpenOrderPages
+from bus.gateway_reasons import CancelReasons
 from bus.limits import LimitsStatus
-from bus.risk import RiskStatus
+from bus.risk_models import RiskStatus
 from bus.venue_protocol import RequestKey
 from ports.enums import Outcome
 from ports.errors import PortError
@@ -146,6 +147,7 @@ class PortBackend:
         open_orders_page: int = 1000,
     ) -> None:
         self._pages = OpenOrderPages(open_orders_page)  # first: it refuses a bad page size
+        self._reasons = CancelReasons()  # why its own cancel-alls canceled, for their reports
         self._factory = factory
         self._config: Mapping[str, Any] = config or {}
         self._loop = asyncio.new_event_loop()
@@ -292,8 +294,14 @@ class PortBackend:
             case CancelOrder():
                 return _typed(await port.cancel_order(request), Acknowledgement)
             case CancelAllOrders():
-                done = await port.cancel_all_orders(request.instrument, request.side)
-                return _typed(done, CancelAllAcknowledgement)
+                self._reasons.begin(request.strategy_id, request.reason)
+                acknowledged = None
+                try:
+                    done = await port.cancel_all_orders(request.instrument, request.side)
+                    acknowledged = _typed(done, CancelAllAcknowledgement)
+                finally:
+                    self._reasons.end(request.strategy_id, request.reason, acknowledged)
+                return acknowledged
             case QueryOrder():
                 return _typed(await port.order_status(request.client_order_id), OrderSnapshot)
             case ListOpenOrders():
@@ -351,7 +359,7 @@ class PortBackend:
         bus numbers them), port events to the strategy too."""
         async for update in updates:
             if isinstance(update, ExecutionReport):
-                self._put([Report(update)])
+                self._put([Report(self._reasons.relabel(update))])
             else:
                 self._put([Notice(strategy_id, update)])
 

@@ -33,7 +33,7 @@ class KeepaliveThread:
         self._context = context
         self._endpoint = endpoint
         self._keys = keys
-        self._frame = Keepalive(strategy_id=strategy_id)
+        self._frame = Keepalive(strategy_id=strategy_id, cancel_on_disconnect=timeout)
         self._client_id = client_id
         self._interval = timeout / KEEPALIVES_PER_TIMEOUT
         self._stop = threading.Event()
@@ -65,6 +65,6 @@ class KeepaliveThread:
                 except zmq.Again:
                     pass  # not connected now: the next one goes when it is
                 while socket.poll(0):
-                    socket.recv()  # the answers: the port's own keepalives read them
+                    socket.recv()  # it re-armed; the port's own keepalives say if it fired
         finally:
             socket.close(linger=0)

@@ -13,66 +13,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Hashable, Mapping
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from bus.limits import RateLimiter
 from bus.positions import Ledger, WorkingOrder
+from bus.risk_models import Positions, RiskConfig, RiskLimits, RiskStatus, StrategyPositions
 from ports.enums import ErrorReason
 from ports.models import AmendOrder, ExecutionReport, Rejection, SubmitOrder
-from ports.positions import Position, PositionsSnapshot
+from ports.positions import PositionsSnapshot
 
-_Amount = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 _log = logging.getLogger("orderbus.risk")  # bus.logs formats it
 
 
-class RiskLimits(BaseModel):
-    """Limits of one scope (a strategy, or the venue in total); None: no such limit."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_order_quantity: _Amount | None = None
-    """Most quantity one order may have (an amend's new quantity too)."""
-    max_order_notional: _Amount | None = None
-    """Most quantity x price one order may have (a market order: at the latest fill price)."""
-    max_open_orders: int | None = Field(default=None, ge=0)
-    """Most working orders at once."""
-    max_position: _Amount | None = None
-    """Most net position per instrument, long or short, if every working order on the side
-    of the new one filled, and it too."""
-    max_orders_per_second: float | None = Field(default=None, gt=0)
-    """Most submits and amends a second (a token bucket of one second's worth)."""
-
-
-class RiskConfig(BaseModel):
-    """A server's limits: ``venue`` for all strategies together, ``strategy`` for each strategy
-    not named in ``strategies``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    venue: RiskLimits = RiskLimits()
-    strategy: RiskLimits = RiskLimits()
-    strategies: dict[str, RiskLimits] = {}
-
-    def of(self, strategy_id: str) -> RiskLimits:
-        """The limits of one strategy."""
-        return self.strategies.get(strategy_id, self.strategy)
-
-
-class RiskStatus(BaseModel):
-    """The limits in force, what is halted, and what was refused."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    config: RiskConfig
-    halted_all: bool
-    halted: tuple[str, ...]
-    breaches: dict[str, int]
-    open_orders: int
-
-
-_Held = tuple[str, str, WorkingOrder | None, bool]  # strategy, order, as it was, reported since
+# strategy, order, as it was, as this request made it, reported since
+_Held = tuple[str, str, WorkingOrder | None, WorkingOrder, bool]
 
 
 class Risk:
@@ -81,6 +37,7 @@ class Risk:
 
     def __init__(self, config: RiskConfig | None = None) -> None:
         self.config = config if config is not None else RiskConfig()
+        self._given = self.config  # from the server's options: what run-time changes depart from
         self.ledger = Ledger()
         self.halted: set[str] = set()
         self.halted_all = False
@@ -119,8 +76,8 @@ class Risk:
             )
             added, new_order = request.quantity, 1
         else:
-            if working is None:
-                return None  # unknown here: the backend answers for it
+            if working is None:  # unknown here (a gateway started afresh): what needs no count
+                return self._quantity_only(strategy, request)
             quantity = request.quantity if request.quantity is not None else working.quantity
             price = request.limit_price if request.limit_price is not None else working.price
             leaves = max(working.leaves + quantity - working.quantity, Decimal(0))
@@ -138,6 +95,18 @@ class Risk:
             if refusal is not None:
                 return refusal
         self._hold(key, strategy, order_id, working, after)
+        return None
+
+    def _quantity_only(self, strategy: str, amend: AmendOrder) -> Rejection | None:
+        for where, limits in (
+            (repr(strategy), self.config.of(strategy)),
+            (None, self.config.venue),
+        ):
+            top = limits.max_order_quantity
+            if top is not None and amend.quantity is not None and amend.quantity > top:
+                scope = "venue-wide" if where is None else f"of strategy {where}"
+                return self._breach("max_order_quantity", top, scope, amend.quantity,
+                                    amend.client_order_id)  # fmt: skip
         return None
 
     def _limit(
@@ -211,11 +180,16 @@ class Risk:
         )
 
     def _refuse(self, what: str, reason: ErrorReason, message: str, order_id: str) -> Rejection:
-        self.breaches[what] = self.breaches.get(what, 0) + 1
-        # A breach is news; an order refused while halted is what the halt is for (DEBUG).
-        level = logging.DEBUG if reason is ErrorReason.TRADING_HALTED else logging.WARNING
-        breach = {"event": "limit_breach", "limit": what, "client_order_id": order_id}
-        _log.log(level, "refused: %s", message, extra=breach)
+        count = self.breaches[what] = self.breaches.get(what, 0) + 1
+        # A breach is news, but a runaway strategy must not flood the log (nor slow the loop):
+        # the 1st, 10th, 100th, ... of each limit at WARNING, every one at DEBUG; an order
+        # refused while halted is what the halt is for (DEBUG). The counts are in the metrics.
+        news = reason is not ErrorReason.TRADING_HALTED and _power_of_ten(count)
+        if news or _log.isEnabledFor(logging.DEBUG):
+            breach = {"event": "limit_breach", "limit": what, "client_order_id": order_id,
+                      "breaches": count}  # fmt: skip
+            _log.log(logging.WARNING if news else logging.DEBUG, "refused: %s", message,
+                     extra=breach)  # fmt: skip
         return Rejection(reason=reason, message=message, client_order_id=order_id)
 
     def _hold(
@@ -227,7 +201,7 @@ class Risk:
         after: WorkingOrder,
     ) -> None:
         self.ledger.hold(strategy, order_id, after)
-        self._held[key] = (strategy, order_id, was, False)
+        self._held[key] = (strategy, order_id, was, after, False)
         self._held_orders.setdefault((strategy, order_id), set()).add(key)
 
     def answered(self, key: Hashable, result: BaseModel) -> None:
@@ -236,20 +210,28 @@ class Risk:
         held = self._held.pop(key, None)
         if held is None:
             return
-        strategy, order_id, was, reported = held
+        strategy, order_id, was, after, reported = held
         keys = self._held_orders[(strategy, order_id)]
         keys.discard(key)
         if not keys:
             del self._held_orders[(strategy, order_id)]
-        if isinstance(result, Rejection) and not reported:
+        if not isinstance(result, Rejection) or reported:
+            return
+        # Undone as if it had never been: where the order is as this request made it, back to
+        # as it was; a request of the same order made after this one now starts from that.
+        if self.ledger.working(strategy, order_id) is after:
             self.ledger.hold(strategy, order_id, was)
+        for other in self._held_orders.get((strategy, order_id), ()):
+            s, o, other_was, other_after, other_reported = self._held[other]
+            if other_was is after:
+                self._held[other] = (s, o, was, other_after, other_reported)
 
     def observe(self, report: ExecutionReport) -> None:
         """A report the server publishes."""
         self.ledger.observe(report)
         for key in self._held_orders.get((report.strategy_id, report.client_order_id), ()):
-            strategy, order_id, was, _ = self._held[key]
-            self._held[key] = (strategy, order_id, was, True)
+            strategy, order_id, was, after, _ = self._held[key]
+            self._held[key] = (strategy, order_id, was, after, True)
 
     # --- the kill switch ----------------------------------------------------------------------
 
@@ -273,17 +255,27 @@ class Risk:
     # --- what is kept across a restart, and shown -----------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """What a restart must keep: the limits as changed at run time, and the halts."""
-        return {
-            "config": self.config.model_dump(mode="json"),
-            "halted_all": self.halted_all,
-            "halted": sorted(self.halted),
-        }
+        """What a restart must keep: the halts, and limits changed at run time (with the ones
+        given then, so that a restart with other limits given knows they were changed since)."""
+        state: dict[str, Any] = {"halted_all": self.halted_all, "halted": sorted(self.halted)}
+        if self.config != self._given:
+            state["config"] = self.config.model_dump(mode="json")
+            state["given"] = self._given.model_dump(mode="json")
+        return state
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        self.config = RiskConfig.model_validate(state["config"])
+        """The halts always; limits set at run time unless the limits given have changed since
+        (an operator edited the ``--risk`` file: it wins, and the log says so)."""
         self.halted_all = bool(state["halted_all"])
         self.halted = set(state["halted"])
+        if "config" not in state:
+            return
+        if RiskConfig.model_validate(state["given"]) == self._given:
+            self.config = RiskConfig.model_validate(state["config"])
+            _log.warning("limits set at run time in force again", extra={"event": "risk_limits"})
+        else:
+            extra = {"event": "risk_limits_dropped"}
+            _log.warning("limits set at run time dropped: the limits given changed", extra=extra)
 
     def status(self) -> RiskStatus:
         return RiskStatus(
@@ -316,75 +308,7 @@ class Risk:
         return Positions(strategies=(*each, total))
 
 
-# --- control channel (admins): the server answers these itself, whatever its backend ---------
-
-
-class Kill(BaseModel):
-    """Halt ``strategy_id`` (None: every strategy): cancel its open orders, refuse new orders
-    (``trading_halted``) until ``Resume``. Cancels and queries stay allowed."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategy_id: str | None = None
-
-
-class Resume(BaseModel):
-    """Lift the halt of ``strategy_id`` (None: every halt)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategy_id: str | None = None
-
-
-class Halted(BaseModel):
-    """What is halted now; ``canceling``: the strategies whose open orders a kill cancels."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    halted_all: bool
-    halted: tuple[str, ...]
-    canceling: tuple[str, ...] = ()
-
-
-class SetRiskLimits(BaseModel):
-    """Put ``config`` in force at once (kept across a restart with the server's state file)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    config: RiskConfig
-
-
-class GetPositions(BaseModel):
-    """Ask for the positions of ``strategy_id`` (None: every strategy's, and the total)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategy_id: str | None = None
-
-
-class StrategyPositions(BaseModel):
-    """One strategy's positions (``strategy_id`` None: the venue in total), by instrument."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategy_id: str | None
-    positions: tuple[Position, ...]
-
-
-class Positions(BaseModel):
-    """Positions per strategy, and the total (when every strategy was asked for)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    strategies: tuple[StrategyPositions, ...]
-
-
-RISK_CONTROL_MODELS: Mapping[str, type[BaseModel]] = {
-    "kill": Kill,
-    "resume": Resume,
-    "halted": Halted,
-    "set_risk_limits": SetRiskLimits,
-    "risk_status": RiskStatus,
-    "get_positions": GetPositions,
-    "positions": Positions,
-}
+def _power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1

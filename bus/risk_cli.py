@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from bus.control_call import ControlCallError, control_call
 from bus.keys_cli import client_key_options
-from bus.risk import GetPositions, Kill, Positions, Resume, RiskConfig, SetRiskLimits
+from bus.risk_models import GetPositions, Kill, Positions, Resume, RiskConfig, SetRiskLimits
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 

@@ -15,14 +15,8 @@ from pydantic import BaseModel
 
 from bus.backend import Notice, Output
 from bus.codec import Canceled, encode
-from bus.risk import (
-    GetPositions,
-    Halted,
-    Kill,
-    Resume,
-    Risk,
-    SetRiskLimits,
-)
+from bus.risk import Risk
+from bus.risk_models import GetPositions, Halted, Kill, Resume, SetRiskLimits
 from ports.enums import CancelReason, PortEventKind
 from ports.models import CancelAllOrders, PortEvent
 
@@ -100,12 +94,12 @@ class RiskControl:
         if self._state is not None:
             self._state.save(self._server.protocol.risk)
 
-    def disconnected(self, expired: list[tuple[str, str, float]]) -> None:
+    def disconnected(self, expired: list[tuple[str, str, str, float]]) -> None:
         """Cancel on disconnect: the open orders of each strategy whose client was silent past
         its timeout (``DisconnectWatch.expired``), a port event on its stream now, and the news
         kept for its next sync."""
         server = self._server
-        for client_id, strategy_id, timeout in expired:
+        for client, client_id, strategy_id, timeout in expired:
             extra = {"event": "cancel_on_disconnect", "strategy_id": strategy_id,
                      "client_id": client_id, "timeout": timeout}  # fmt: skip
             _log.warning("cancel on disconnect: %s silent past %g s", client_id, timeout,
@@ -113,7 +107,7 @@ class RiskControl:
             self._cancel_all(strategy_id, CancelReason.CANCEL_ON_DISCONNECT)
             now = server.backend.venue_time()
             notice = Canceled(at=now, client_id=client_id, timeout=timeout)
-            server.protocol.watch.fired_for(strategy_id, notice)
+            server.protocol.watch.fired_for(client, strategy_id, notice)
             detail = (
                 f"client {client_id!r} was silent for more than {timeout:g} s: "
                 "the strategy's open orders are being canceled"

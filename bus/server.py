@@ -33,8 +33,9 @@ from bus.disconnect import DisconnectWatch
 from bus.limits import LimitsStatus, ServerLimits
 from bus.metrics import RequestTiming
 from bus.outbox import Outbox
-from bus.risk import Risk, RiskConfig
+from bus.risk import Risk
 from bus.risk_control import RiskControl
+from bus.risk_models import RiskConfig
 from bus.sockets import NOBLOCK, NOBLOCK_SNDMORE, SNDMORE
 from bus.venue_protocol import Event, Execute, ReplayWanted, Reply, Route, VenueProtocol
 from ports.enums import Outcome
@@ -83,7 +84,8 @@ class Server:
             access=self.access,
             risk=Risk(risk),
             # Expired each heartbeat: a longer gap is the server's own stall, not a client's.
-            watch=DisconnectWatch(stall=max(1.0, 3 * heartbeat_interval)),
+            watch=DisconnectWatch(stall=2 * heartbeat_interval),
+            wall_clock=lambda: datetime.now(UTC),
         )
         self._channels = Channels(
             endpoints, self.access, key=key, insecure=insecure, limits=self._protocol.limits
@@ -216,17 +218,21 @@ class Server:
         if backend_fd is not None:
             self._poller.register(backend_fd, zmq.POLLIN)
         next_heartbeat = time.monotonic()
+        expiring = False
         while not self._stopping:
             now = time.monotonic()
             self.backend.poll(now)
             self.flush()
             if now >= next_heartbeat:
                 self._heartbeat()
-                self.risk_control.disconnected(self._protocol.watch.expired(now))
+                expiring = True
                 next_heartbeat = now + self._heartbeat_interval
             ready = dict(self._poller.poll(self._poll_timeout_ms(next_heartbeat)))
             if channels.command in ready:
                 self._drain(channels.command, self._serve_command)
+            if expiring:  # after what came meanwhile: a keepalive read now is not silence
+                expiring = False
+                self.risk_control.disconnected(self._protocol.watch.expired(time.monotonic()))
             if channels.events in ready:
                 channels.take_subscriptions()
             if channels.control in ready:

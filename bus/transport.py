@@ -9,6 +9,7 @@ to read, when to call ``_housekeeping``, how a caller waits for its answer.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import zmq
@@ -35,6 +36,7 @@ from ports.errors import ConnectivityError
 from ports.models import PortEvent
 
 TICK = 0.1  # seconds between looks at liveness, re-syncs and replays
+GOODBYE_LINGER_MS = 200  # at most, for the disarming keepalive of a clean close to leave
 
 
 class ZmqTransport(PortCore):
@@ -118,6 +120,13 @@ class ZmqTransport(PortCore):
         if self._watch is not None:
             self._watch.close()
             self._watch = None
+        goodbye = self._protocol.goodbye()
+        if goodbye is not None and self._dealer is not None:
+            # Cancel on disconnect disarmed, best effort: given a moment to leave (the context
+            # waits for it), else the server's timeout runs out as for a crash.
+            with contextlib.suppress(zmq.ZMQError):
+                self._dealer.send(goodbye, zmq.NOBLOCK)
+            self._dealer.close(linger=GOODBYE_LINGER_MS)
         if self._context is not None:
             self._context.destroy(linger=0)
             self._context = None

@@ -139,6 +139,7 @@ class VenueProtocol:
         access: Access | None = None,
         risk: Risk | None = None,
         watch: DisconnectWatch | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.session = session
         self.risk = risk if risk is not None else Risk()
@@ -161,6 +162,7 @@ class VenueProtocol:
         self.request_types: dict[str, int] = {}  # bus.metrics; undecodable ones are not in it
         self.rejections: dict[ErrorReason, int] = {}  # but the request rate limit's
         self.watch = watch if watch is not None else DisconnectWatch()  # the server expires it
+        self._wall_clock = wall_clock  # the time sync replies tell (None: they tell none)
 
     @property
     def pending_syncs(self) -> Collection[RequestKey]:
@@ -220,19 +222,34 @@ class VenueProtocol:
         client = envelope.client_id or "peer:" + route.identity.hex()
         if access.secure and who is not None:
             client = f"{who.name}/{client}"  # no peer can use another's retry window
-        armed = now is not None and self.watch.heard(client, now)
         if now is not None:
+            self.watch.heard(client, now)
             wait = self.rate.wait(who.name if access.secure and who else client, now)
             if wait is not None:
                 rejection = throttled(envelope.body, wait, "request rate limit")
                 return Reply(route, encode(rejection, request_id=envelope.request_id))
         request = envelope.body
-        if isinstance(request, Keepalive | QueryPositions):  # answered here, at once
-            answer: BaseModel = (
-                KeepaliveReply(strategy_id=request.strategy_id, armed=armed)
-                if isinstance(request, Keepalive)
-                else self.risk.positions_of(request.strategy_id)
-            )
+        if isinstance(request, Sync | Keepalive) and request.cancel_on_disconnect is not None:
+            if access.secure and (who is None or not who.acts_for(request.strategy_id)):
+                # Arming is a cancel-all in waiting: only for a key that may cancel them.
+                rejection = Rejection(
+                    reason=ErrorReason.NOT_AUTHORIZED,
+                    message=f"cancel on disconnect of strategy {request.strategy_id!r} needs "
+                    "a key that acts for it",
+                )
+                return Reply(route, encode(rejection, request_id=envelope.request_id))
+            if now is not None:
+                name = envelope.client_id or client
+                self.watch.arm(client, name, request.strategy_id, request.cancel_on_disconnect, now)
+        if isinstance(request, Keepalive):  # answered here, at once, never kept
+            if request.cancel_on_disconnect is None:
+                self.watch.disarm(client)
+            alive = KeepaliveReply(strategy_id=request.strategy_id,
+                                   armed=self.watch.is_armed(client),
+                                   canceled=self.watch.take_told(client))  # fmt: skip
+            return Reply(route, encode(alive, request_id=envelope.request_id))
+        if isinstance(request, QueryPositions):
+            answer = self.risk.positions_of(request.strategy_id)
             return Reply(route, encode(answer, request_id=envelope.request_id))
         key = (client, envelope.request_id)
         stored = self.replies.get(self._owner(client), key)
@@ -242,9 +259,6 @@ class VenueProtocol:
             self._routes[key] = route
             return None
         if isinstance(request, _EXECUTED):
-            if isinstance(request, Sync) and request.cancel_on_disconnect and now is not None:
-                name = envelope.client_id or client
-                self.watch.arm(client, name, request.strategy_id, request.cancel_on_disconnect, now)
             self.begin(key, request, route)
             deadline = envelope.deadline
             if deadline is not None and wall is not None and wall > deadline:
@@ -339,6 +353,7 @@ class VenueProtocol:
             open_orders=open_orders.orders,
             next_after=open_orders.next_after,
             canceled_on_disconnect=self.watch.take(request.strategy_id),
+            server_time=None if self._wall_clock is None else self._wall_clock(),
         )
 
     def replay_reply(self, request_id: int, request: Replay) -> bytes:

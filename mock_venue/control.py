@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from bus.backend import SERVER_CONTROL_MODELS, GetStatus, SecurityStatus
 from bus.codec import MODELS
 from bus.limits import LimitsStatus
-from bus.risk import RiskStatus
+from bus.risk_models import RiskStatus
 from mock_venue.faults import MAX_SECONDS, ActiveFault, Fault
 from ports.models import Identifier, Price, Quantity, Rejection
 

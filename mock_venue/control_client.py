@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from bus.backend import EntitlementsReloaded, GetStatus, ReloadEntitlements
 from bus.codec import WireError, decode, encode
 from bus.curve import ClientKeys, HandshakeWatch, resolve
-from bus.risk import (
+from bus.risk_models import (
     GetPositions,
     Halted,
     Kill,

@@ -9,7 +9,7 @@ from typing import Any
 from bus.access import Access
 from bus.curve import ServerKey
 from bus.limits import ServerLimits
-from bus.risk import RiskConfig
+from bus.risk_models import RiskConfig
 from bus.server import Endpoints, Server
 from mock_venue.backend import EngineBackend
 from mock_venue.config import VenueConfig

@@ -167,3 +167,20 @@ async def test_a_quiet_asyncio_strategy_keeps_its_orders_by_its_keepalives() -> 
                 assert time.monotonic() < deadline, "no keepalives"
                 await asyncio.sleep(0.05)
             assert _strategy(await control.status(), "s1") == (1, 1)
+
+
+def test_a_clean_close_disarms_it_and_the_orders_stay() -> None:
+    with VenueProcess(CONTRACT_VENUE, heartbeat=0.1) as venue:
+        endpoints = venue.endpoints
+        assert endpoints is not None
+        with BlockingControlClient(endpoints.control) as control:
+            with BlockingOrderExecutionPort(
+                "s1", command=endpoints.command, events=endpoints.events,
+                cancel_on_disconnect=0.3,
+            ) as port:  # fmt: skip
+                port.submit_order(limit("o1"))
+            closed = time.monotonic()
+            # Absence takes time to show: three timeouts of silence, watching all along.
+            while time.monotonic() - closed < 0.9:
+                assert _strategy(control.status(), "s1") == (1, 1)
+                time.sleep(0.05)

@@ -15,12 +15,13 @@ import yaml
 
 from bus.blocking import BlockingOrderExecutionPort
 from bus.process import GatewayProcess
-from bus.risk import Positions
+from bus.risk_models import Positions
 from mock_venue.control_client import BlockingControlClient
 from mock_venue.process import VenueProcess
 from ports import (
     AmendOrder,
     CancelOrder,
+    CancelReason,
     ErrorReason,
     ExecutionReport,
     OrderRejectedError,
@@ -44,6 +45,22 @@ strategies:
   fast:
     max_orders_per_second: 5
   other: {}  # only the venue-wide limits
+"""
+
+
+# A process of strategy alpha that arms cancel on disconnect, rests an order and waits to be
+# killed (so that it goes silent without the goodbye of a clean close).
+_ARMED = """
+import sys, threading
+from bus.blocking import BlockingOrderExecutionPort
+from tests.contract.helpers import limit
+port = BlockingOrderExecutionPort(
+    "alpha", command=sys.argv[1], events=sys.argv[2], cancel_on_disconnect=0.3
+)
+port.open()
+port.submit_order(limit("rest", "HOOLI", 5, "49.00", strategy_id="alpha"))
+print("placed", flush=True)
+threading.Event().wait()
 """
 
 
@@ -200,3 +217,28 @@ def test_the_gateway_applies_the_same_controls_to_the_adapter_behind_it(
             _orderbus("resume", "--all", "--control", endpoints.control)
             _next_event(updates, PortEventKind.TRADING_RESUMED)
             alpha.submit_order(limit("a3", "INITECH", 10, "10.00", strategy_id="alpha"))
+            assert alpha.positions()[0].quantity == 20  # its own, as the gateway counts them
+            # Cancel on disconnect, through the gateway to the adapter: a process of alpha that
+            # armed it and is killed has alpha's resting order canceled, and the reports say
+            # why, though the adapter was only told cancel-all.
+            armed = subprocess.Popen(
+                [sys.executable, "-c", _ARMED, endpoints.command, endpoints.events],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                assert armed.stdout is not None
+                assert armed.stdout.readline().strip() == "placed"
+            finally:
+                armed.kill()
+                armed.wait()
+                if armed.stdout is not None:
+                    armed.stdout.close()
+            deadline = time.monotonic() + WAIT
+            while True:
+                update = updates.get(timeout=max(0.0, deadline - time.monotonic()))
+                if isinstance(update, ExecutionReport) and update.status.value == "canceled":
+                    break
+            assert (update.client_order_id, update.cancel_reason) == (
+                "rest",
+                CancelReason.CANCEL_ON_DISCONNECT,
+            )

@@ -7,7 +7,11 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
+import zmq.auth
+
+from bus.access import Access
 from bus.client_events import FramesToSend, PortEventRaised
 from bus.client_frames import KeepaliveTimer
 from bus.client_protocol import ClientProtocol
@@ -21,12 +25,13 @@ from bus.codec import (
     encode,
 )
 from bus.disconnect import DisconnectWatch
+from bus.keyring import Keyring
 from bus.venue_protocol import Execute, Reply, Route, VenueProtocol
 from mock_venue.clock import ManualClock
 from mock_venue.engine import VenueEngine
 from mock_venue.outputs import Publish
-from ports import CancelReason, ExecType, PortEventKind
-from ports.models import CancelAllOrders
+from ports import CancelReason, ErrorReason, ExecType, PortEventKind
+from ports.models import CancelAllOrders, Rejection
 from tests.contract.helpers import limit
 from tests.contract.venue_setup import CONTRACT_VENUE, START
 
@@ -39,16 +44,20 @@ def test_the_watch_expires_a_silent_client_once_and_tells_the_next_sync() -> Non
     watch.arm("key/c1", "c1", "s1", 2.0, now=0.0)
     watch.arm("key/c2", "c2", "s2", 2.0, now=0.0)
     assert watch.expired(0.5) == []
-    assert watch.heard("key/c2", 1.0)  # c2 is alive
+    watch.heard("key/c2", 1.0)  # c2 is alive
     assert watch.expired(1.5) == []
-    assert watch.expired(2.4) == [("c1", "s1", 2.0)]  # c1: silent for 2.4 s
+    assert watch.expired(2.4) == [("key/c1", "c1", "s1", 2.0)]  # c1: silent for 2.4 s
     assert watch.expired(2.8) == []  # disarmed: once
-    assert not watch.heard("key/c1", 2.9)
+    assert not watch.is_armed("key/c1")
     assert watch.armed == 1
     notice = Canceled(at=T, client_id="c1", timeout=2.0)
-    watch.fired_for("s1", notice)
-    assert watch.take("s1") == notice
+    watch.fired_for("key/c1", "s1", notice)
+    assert watch.take("s1") == notice  # the strategy's next sync
     assert watch.take("s1") is None  # told once
+    assert watch.take_told("key/c1") == notice  # and the client, should it come back
+    assert watch.take_told("key/c1") is None
+    watch.disarm("key/c2")  # a clean close
+    assert watch.expired(10.0) == []
 
 
 def test_a_gap_longer_than_the_stall_is_the_servers_not_the_clients() -> None:
@@ -58,17 +67,19 @@ def test_a_gap_longer_than_the_stall_is_the_servers_not_the_clients() -> None:
     assert watch.expired(10.0) == []  # the server did not look for 9.5 s: not held against c
     assert watch.expired(11.0) == []
     assert watch.expired(11.5) == []
-    assert watch.expired(11.9) == [("c", "s1", 2.0)]  # then silent for 2.4 s of its own
+    assert watch.expired(11.9) == [("c", "c", "s1", 2.0)]  # then silent for 2.4 s of its own
 
 
-def _keepalive(venue: VenueProtocol, request_id: int, now: float) -> object:
-    frame = encode(Keepalive(strategy_id="s1"), request_id=request_id, client_id="c")
-    answer = venue.receive(PEER, frame, now=now)
+def _keepalive(
+    venue: VenueProtocol, request_id: int, now: float, timeout: float | None = 2.0
+) -> object:
+    alive = Keepalive(strategy_id="s1", cancel_on_disconnect=timeout)
+    answer = venue.receive(PEER, encode(alive, request_id=request_id, client_id="c"), now=now)
     assert isinstance(answer, Reply)  # answered at once, never executed
     return decode(answer.frame, max_bytes=None).body
 
 
-def test_a_sync_arms_every_request_is_heard_and_a_keepalive_is_answered_at_once() -> None:
+def test_a_sync_arms_every_request_is_heard_and_a_keepalive_re_arms_or_disarms() -> None:
     venue = VenueProtocol(session="s", instance="i")
     sync = encode(Sync(strategy_id="s1", cancel_on_disconnect=2.0), request_id=1, client_id="c")
     assert isinstance(venue.receive(PEER, sync, now=0.0, wall=T), Execute)
@@ -77,8 +88,33 @@ def test_a_sync_arms_every_request_is_heard_and_a_keepalive_is_answered_at_once(
     submit = encode(limit("o1"), request_id=3, client_id="c")
     assert isinstance(venue.receive(PEER, submit, now=3.0, wall=T), Execute)
     assert venue.watch.expired(4.9) == []  # heard at 3.0
-    assert venue.watch.expired(5.1) == [("c", "s1", 2.0)]
-    assert _keepalive(venue, 4, now=5.2) == KeepaliveReply(strategy_id="s1", armed=False)
+    ((client, _, strategy, timeout),) = venue.watch.expired(5.1)
+    notice = Canceled(at=T, client_id="c", timeout=timeout)
+    venue.watch.fired_for(client, strategy, notice)
+    # Back after the cut: the keepalive re-arms, and says what happened meanwhile, once.
+    back = KeepaliveReply(strategy_id="s1", armed=True, canceled=notice)
+    assert _keepalive(venue, 4, now=5.2) == back
+    assert _keepalive(venue, 5, now=5.3) == KeepaliveReply(strategy_id="s1", armed=True)
+    assert _keepalive(venue, 6, now=5.4, timeout=None) == KeepaliveReply(
+        strategy_id="s1", armed=False
+    )  # a clean close: disarmed
+    assert venue.watch.expired(60.0) == []
+
+
+def test_only_a_key_that_acts_for_the_strategy_may_arm_it(tmp_path: Path) -> None:
+    # A monitor may sync any strategy (a read), but arming is a cancel-all in waiting.
+    ring = Keyring(tmp_path)
+    ring.add("mon", "monitor")
+    public, _ = zmq.auth.load_certificate(tmp_path / "mon.key")
+    access = Access(ring.entitlements)
+    venue = VenueProtocol(session="s", instance="i", access=access)
+    sync = encode(Sync(strategy_id="s1", cancel_on_disconnect=0.5), request_id=1, client_id="m")
+    refused = venue.receive(PEER, sync, user=public.decode(), now=0.0, wall=T)
+    assert isinstance(refused, Reply)
+    body = decode(refused.frame, max_bytes=None).body
+    assert isinstance(body, Rejection)
+    assert body.reason is ErrorReason.NOT_AUTHORIZED
+    assert venue.watch.armed == 0
 
 
 def test_the_client_keeps_alive_only_when_it_sent_nothing_for_a_third_of_its_timeout() -> None:
@@ -88,9 +124,11 @@ def test_the_client_keeps_alive_only_when_it_sent_nothing_for_a_third_of_its_tim
     assert timer.due(0.9) is None
     timer.sent(0.9)  # a request went: it counts
     assert timer.due(1.5) is None
-    assert timer.due(1.9) == Keepalive(strategy_id="s1")
+    assert timer.due(1.9) == Keepalive(strategy_id="s1", cancel_on_disconnect=3.0)
     assert timer.due(2.0) is None
+    assert timer.goodbye() == Keepalive(strategy_id="s1", cancel_on_disconnect=None)
     assert KeepaliveTimer("s1", None).due(1e9) is None  # not asked for
+    assert KeepaliveTimer("s1", None).goodbye() is None
     assert KeepaliveTimer(None, 3.0).timeout is None  # a monitor has no orders to cancel
 
 
@@ -117,15 +155,16 @@ def test_the_client_protocol_arms_sends_keepalives_and_says_what_a_sync_told() -
     assert not [e for e in protocol.poll(now=0.9) if isinstance(e, FramesToSend)]
     (sent,) = [e for e in protocol.poll(now=1.0) if isinstance(e, FramesToSend)]
     ((request_id, frame),) = sent.frames
-    assert decode(frame).body == Keepalive(strategy_id="s1")
-    # The server says it is not armed (it fired meanwhile): the client syncs again to re-arm.
-    disarmed = encode(KeepaliveReply(strategy_id="s1", armed=False), request_id=request_id)
-    assert protocol.receive_reply(disarmed, now=1.1) == []
-    assert not protocol.in_sync
-    (resync,) = [e for e in protocol.poll(now=1.2) if isinstance(e, FramesToSend)]
-    assert [decode(f).body for _, f in resync.frames] == [
-        Sync(strategy_id="s1", cancel_on_disconnect=3.0)
-    ]
+    assert decode(frame).body == Keepalive(strategy_id="s1", cancel_on_disconnect=3.0)
+    # Back after a cut: the keepalive re-armed it and says it fired meanwhile.
+    told = KeepaliveReply(
+        strategy_id="s1", armed=True, canceled=Canceled(at=T, client_id="c", timeout=3.0)
+    )
+    (event,) = protocol.receive_reply(encode(told, request_id=request_id), now=1.1)
+    assert isinstance(event, PortEventRaised)
+    assert event.event.kind is PortEventKind.CANCELED_ON_DISCONNECT
+    assert protocol.in_sync  # nothing to re-sync: the keepalive re-armed it
+    assert protocol.goodbye() is not None
 
 
 def test_a_cancel_all_reports_its_reason() -> None:

@@ -47,3 +47,24 @@ def test_a_deadline_that_is_not_a_timestamp_is_a_protocol_error_with_the_id() ->
     with pytest.raises(WireError, match="'d' must be a Timestamp") as error:
         decode(frame)
     assert error.value.request_id == 4
+
+
+def test_a_client_whose_clock_is_off_stamps_deadlines_on_the_servers_clock() -> None:
+    """Six seconds slow, with a five second timeout: without the sync's server time every
+    request would arrive already stale; with it, the deadline is the server's now + 5 s."""
+    from bus.client_events import FramesToSend
+    from bus.client_protocol import ClientProtocol
+    from bus.codec import SyncReply
+
+    slow = T - timedelta(seconds=6)
+    client = ClientProtocol("s1", client_id="c", clock=lambda: slow)
+    (start,) = client.start(now=0.0, timeout=5.0)
+    assert isinstance(start, FramesToSend)
+    ((sync_id, _),) = start.frames
+    reply = SyncReply(session="a", instance="b", strategy_id="s1", seq=0, venue_seq=0,
+                      open_orders=(), server_time=T)  # fmt: skip
+    client.receive_reply(encode(reply, request_id=sync_id), now=0.0)
+    frame = client.send(7, limit("o1"), now=0.0, deadline=5.0)
+    assert decode(frame).deadline == T + timedelta(seconds=5)
+    venue = VenueProtocol(session="s", instance="i")
+    assert isinstance(venue.receive(PEER, frame, now=0.0, wall=T + timedelta(seconds=1)), Execute)

@@ -20,7 +20,7 @@ from bus.metrics import (
     parse_address,
     registry,
 )
-from bus.risk import RiskConfig, RiskLimits
+from bus.risk_models import RiskConfig, RiskLimits
 from bus.server import Endpoints, Server
 from mock_venue.clock import ManualClock
 from mock_venue.venue_server import venue_server

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from bus.risk import Risk, RiskConfig, RiskLimits
+from bus.risk import Risk
+from bus.risk_models import RiskConfig, RiskLimits
 from ports import (
     AmendOrder,
     CancelAllOrders,
@@ -209,3 +210,62 @@ def test_positions_per_strategy_add_up_to_the_total() -> None:
     assert (a.quantity, b.quantity, total.quantity) == (10, -10, 0)
     assert total.realized_pnl == 10  # bought at 100, sold at 101
     assert risk.status().open_orders == 0
+
+
+def test_the_example_limits_file_is_the_one_docs_gateway_md_shows() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from bus.risk_cli import read_risk_config
+
+    root = Path(__file__).resolve().parents[2]
+    example = root / "examples" / "risk.yaml"
+    config = read_risk_config(example)
+    assert config.strategies["mm-1"].max_orders_per_second == 500
+    guide = (root / "docs" / "gateway.md").read_text()
+    section = guide.split("## 6. Pre-trade controls", 1)[1]
+    shown = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load(shown) == yaml.safe_load(example.read_text())
+
+
+def test_a_refused_submit_under_a_refused_amend_leaves_no_phantom_order() -> None:
+    """Both in flight, both refused by the backend, in either order: no order is left."""
+    for first, second in ((1, 2), (2, 1)):
+        risk = Risk(RiskConfig(strategy=RiskLimits(max_open_orders=1)))
+        amend = AmendOrder(client_order_id="o1", strategy_id="s", limit_price=Decimal(11))
+        assert risk.check(("c", 1), submit(1), None) is None
+        assert risk.check(("c", 2), amend, None) is None
+        for key in (first, second):
+            risk.answered(("c", key), Rejection(reason=ErrorReason.VENUE_REJECTED, message="no"))
+        assert risk.ledger.working("s", "o1") is None
+        assert risk.check(("c", 3), submit(2), None) is None  # room for one again
+
+
+def test_an_amend_of_an_order_not_counted_here_still_meets_the_quantity_limit() -> None:
+    """A gateway started afresh does not know the orders behind it: what needs no count holds."""
+    risk = Risk(RiskConfig(strategy=RiskLimits(max_order_quantity=Decimal(100))))
+    big = AmendOrder(client_order_id="unknown", strategy_id="s", quantity=Decimal(500))
+    refused = risk.check(("c", 1), big, None)
+    assert refused is not None
+    assert "max_order_quantity 100 of strategy 's'" in refused.message
+    small = AmendOrder(client_order_id="unknown", strategy_id="s", quantity=Decimal(50))
+    assert risk.check(("c", 2), small, None) is None
+
+
+def test_limits_set_at_run_time_survive_a_restart_unless_the_file_changed() -> None:
+    given = RiskConfig(strategy=RiskLimits(max_order_quantity=Decimal(1000)))
+    risk = Risk(given)
+    risk.halt("s")
+    assert "config" not in risk.state()  # only halts: nothing changed at run time
+    risk.config = RiskConfig(strategy=RiskLimits(max_order_quantity=Decimal(10)))
+    saved = risk.state()
+    again = Risk(given)  # restarted with the same file: the run-time limits hold
+    again.restore(saved)
+    assert again.config.strategy.max_order_quantity == 10
+    assert again.halted == {"s"}
+    edited = RiskConfig(strategy=RiskLimits(max_order_quantity=Decimal(100)))
+    after_edit = Risk(edited)  # the operator edited the file: it wins
+    after_edit.restore(saved)
+    assert after_edit.config == edited
+    assert after_edit.halted == {"s"}

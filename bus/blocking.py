@@ -12,6 +12,7 @@ doubt. So the port notices a lost venue, and settles orders in doubt, only while
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from types import TracebackType
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 
 import zmq
 
+from bus.codec import WireError
 from bus.keepalive_thread import KeepaliveThread
 from bus.transport import TICK, ZmqTransport
 from ports.blocking import (
@@ -253,6 +255,10 @@ class BlockingOrderExecutionPort(ZmqTransport):
         if poller is None:
             return
         now = time.monotonic()
+        if self._keepalive is not None:
+            for frame in self._keepalive.replies():  # e.g. the watch fired while cut off
+                with contextlib.suppress(WireError):
+                    self._act(self._protocol.receive_reply(frame, now), now)
         if now >= self._next_work(self._next_housekeeping):
             self._next_housekeeping = now + TICK
             self._housekeeping(now)

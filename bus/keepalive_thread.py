@@ -1,12 +1,14 @@
 """The blocking port's keepalives between calls: a blocking port does its work only while a call
 blocks, so a strategy busy in its own code would look silent to cancel on disconnect. This
 thread, with a socket of its own, sends a keepalive in the port's client id every third of the
-timeout, for as long as the port is open (the process is alive). The port's own protocol still
-reads what the answers mean when it is pumped."""
+timeout, for as long as the port is open (the process is alive). Its answers go to the port,
+which reads them when it is next pumped (one may say the watch fired while the client was cut
+off)."""
 
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 
 import zmq
@@ -36,12 +38,20 @@ class KeepaliveThread:
         self._frame = Keepalive(strategy_id=strategy_id, cancel_on_disconnect=timeout)
         self._client_id = client_id
         self._interval = timeout / KEEPALIVES_PER_TIMEOUT
+        self._replies: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="orderbus-keepalive", daemon=True)
         self.sent = 0
 
     def start(self) -> None:
         self._thread.start()
+
+    def replies(self) -> list[bytes]:
+        """The answers to its keepalives since the last call (for the port's protocol)."""
+        taken = []
+        while not self._replies.empty():
+            taken.append(self._replies.get_nowait())
+        return taken
 
     def stop(self) -> None:
         """Stop, and wait until its socket is closed (before the port's context is)."""
@@ -65,6 +75,6 @@ class KeepaliveThread:
                 except zmq.Again:
                     pass  # not connected now: the next one goes when it is
                 while socket.poll(0):
-                    socket.recv()  # it re-armed; the port's own keepalives say if it fired
+                    self._replies.put(socket.recv())
         finally:
             socket.close(linger=0)

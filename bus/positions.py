@@ -45,13 +45,24 @@ class _Book:
     # Per instrument and side: the leaves of working orders, kept as orders change.
     exposure: dict[tuple[str, Side], Decimal] = field(default_factory=dict)
 
-    def set(self, key: str, order: WorkingOrder | None) -> None:
+    working: int = 0  # the total's count: it keeps no orders of its own (each is a strategy's)
+
+    def set(self, key: str, order: WorkingOrder | None) -> WorkingOrder | None:
+        """Order ``key`` is ``order`` now (None: no longer working); returns what it was."""
         old = self.orders.pop(key, None)
-        if old is not None:
-            self._expose(old, -old.leaves)
         if order is not None:
             self.orders[key] = order
-            self._expose(order, order.leaves)
+        self.swap(old, order)
+        return old
+
+    def swap(self, old: WorkingOrder | None, new: WorkingOrder | None) -> None:
+        """An order that was ``old`` is ``new`` now: exposure and count follow."""
+        if old is not None:
+            self._expose(old, -old.leaves)
+            self.working -= 1
+        if new is not None:
+            self._expose(new, new.leaves)
+            self.working += 1
 
     def _expose(self, order: WorkingOrder, leaves: Decimal) -> None:
         side = (order.instrument, order.side)
@@ -95,8 +106,7 @@ class Ledger:
             )
         else:
             order = None
-        strategy.set(key, order)
-        self._total.set(f"{report.strategy_id}\x00{key}", order)
+        self._total.swap(strategy.set(key, order), order)
         if report.exec_type is ExecType.TRADE and report.last_px is not None:
             for book in (strategy, self._total):
                 book.fill(report.instrument, report.side, report.last_qty, report.last_px)
@@ -105,8 +115,8 @@ class Ledger:
     def hold(self, strategy_id: str, client_order_id: str, order: WorkingOrder | None) -> None:
         """An order as a request let through will leave it (a submit: working in full; an
         amend: its new leaves), until a report says how it stands; None: forget it."""
-        self._strategies.setdefault(strategy_id, _Book()).set(client_order_id, order)
-        self._total.set(f"{strategy_id}\x00{client_order_id}", order)
+        book = self._strategies.setdefault(strategy_id, _Book())
+        self._total.swap(book.set(client_order_id, order), order)
 
     def working(self, strategy_id: str, client_order_id: str) -> WorkingOrder | None:
         book = self._strategies.get(strategy_id)
@@ -115,7 +125,7 @@ class Ledger:
     def open_orders(self, strategy_id: str | None = None) -> int:
         """Working orders of ``strategy_id``, or of every strategy."""
         if strategy_id is None:
-            return len(self._total.orders)
+            return self._total.working
         book = self._strategies.get(strategy_id)
         return 0 if book is None else len(book.orders)
 

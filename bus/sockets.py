@@ -5,7 +5,7 @@ from __future__ import annotations
 import zmq
 
 # Plain ints of the flags used on every message: pyzmq's enum members construct an Enum on every
-# ``|`` or ``&``, several times per order (docs/benchmarks.md, "Clients").
+# ``|`` or ``&``, several times per order (CHANGELOG.md, "Performance history", 2026-11-25).
 NOBLOCK: int = int(zmq.NOBLOCK)
 SNDMORE: int = int(zmq.SNDMORE)
 NOBLOCK_SNDMORE: int = NOBLOCK | SNDMORE
@@ -43,7 +43,7 @@ def _reconnect_quickly(socket: zmq.Socket[bytes]) -> None:
 
 def readable(socket: zmq.Socket[bytes]) -> bool:
     """A message is waiting. Asking ZMQ_EVENTS is far cheaper than a recv that fails, for which
-    pyzmq builds a zmq.Again exception (docs/benchmarks.md, "Clients")."""
+    pyzmq builds a zmq.Again exception (CHANGELOG.md, "Performance history")."""
     events = socket.getsockopt(_EVENTS)
     assert isinstance(events, int)
     return bool(events & _POLLIN)

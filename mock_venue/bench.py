@@ -14,6 +14,9 @@ modes falls on all of them alike. Latencies go into HDR histograms (microseconds
 - CURVE: the raw round trip and pipelined rate, and both clients' submit -> ack and the asyncio
   client's pipelined rate again against CURVE twins of the servers (``mock_venue.bench_curve``),
   in the same rounds, reported as CURVE over plain.
+
+Each latency kind's percentile curve is in the report, so ``--plots`` (``mock_venue.bench_plots``)
+can draw the figures from the JSON alone.
 """
 
 from __future__ import annotations
@@ -195,7 +198,11 @@ def run(rounds: int, count: int, fan_out_orders: int, memory_orders: int) -> dic
 @click.option("--memory-orders", default=100_000, show_default=True,
               help="Resting orders for the memory figure (0: skip).")  # fmt: skip
 @click.option("--output", type=click.Path(dir_okay=False), default="bench.json", show_default=True)
-def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, output: str) -> None:
+@click.option("--plots", type=click.Path(file_okay=False), default=None,
+              help="Also draw the report's figures in this folder (dev extra).")  # fmt: skip
+def bench(
+    rounds: int, count: int, fan_out_orders: int, memory_orders: int, output: str, plots: str | None
+) -> None:
     """Measure the bus against raw pyzmq in one interleaved run; write the report as JSON."""
     report = run(rounds, count, fan_out_orders, memory_orders)
     with open(output, "w") as f:
@@ -235,6 +242,16 @@ def bench(rounds: int, count: int, fan_out_orders: int, memory_orders: int, outp
     console.print(f"fan-out: {report['fan_out']}")
     if report["memory"]:
         console.print(f"memory: {report['memory']} (target <= 2048 bytes/order)")
+    if plots is not None:
+        # Imported here: matplotlib is a dev dependency, and slow to import.
+        try:
+            from mock_venue.bench_plots import draw
+        except ImportError as exc:
+            raise click.ClickException(
+                f"--plots needs matplotlib (the dev extra): {exc}; the report is in {output}"
+            ) from exc
+        for path in draw(report, Path(plots)):
+            click.echo(f"plot: {path}")
 
 
 def role_main(argv: list[str]) -> None:

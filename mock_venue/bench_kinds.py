@@ -369,9 +369,15 @@ def codec_costs(number: int = 20_000) -> dict[str, float]:
     return costs
 
 
-def summary(histogram: HdrHistogram) -> dict[str, float]:
+# The points of each kind's latency curve in the report, enough to draw it from the JSON alone
+# (mock_venue.bench_plots); 0 and 100 are the fastest and slowest round trips.
+PERCENTILES = (0, 50, 75, 90, 95, 99, 99.9, 99.99, 100)
+
+
+def summary(histogram: HdrHistogram) -> dict[str, Any]:
     return {
         "p50_us": histogram.get_value_at_percentile(50),
         "p99_us": histogram.get_value_at_percentile(99),
         "count": histogram.get_total_count(),
+        "percentiles_us": {str(p): histogram.get_value_at_percentile(p) for p in PERCENTILES},
     }

@@ -42,7 +42,7 @@ Problem = tuple[ErrorReason, str]
 class Terms:
     """A submit's terms, as the venue keeps them for the order's life. A slotted copy of the
     SubmitOrder rather than the model itself, which takes far more memory an order (see
-    docs/benchmarks.md)."""
+    CHANGELOG.md, "Performance history")."""
 
     strategy_id: str
     client_order_id: str

@@ -29,9 +29,9 @@ def built(model: type[_M], fields: dict[str, Any]) -> _M:
     """``model(**fields)`` without validating it: what ``model_construct`` does, less its handling
     of defaults and aliases (which makes it slower than validation). For the models the engine
     builds on every order, where validation would be a large share of its time (see
-    docs/benchmarks.md). ``fields`` holds every field, in declaration order (the order they go on
-    the wire in); the property test checks that each model built so equals the validated one,
-    types of its values included."""
+    CHANGELOG.md, "Performance history"). ``fields`` holds every field, in declaration order
+    (the order they go on the wire in); the property test checks that each model built so
+    equals the validated one, types of its values included."""
     instance = model.__new__(model)
     _set(instance, "__dict__", fields)
     _set(instance, "__pydantic_fields_set__", set(fields))

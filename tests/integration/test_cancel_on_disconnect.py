@@ -184,3 +184,53 @@ def test_a_clean_close_disarms_it_and_the_orders_stay() -> None:
             while time.monotonic() - closed < 0.9:
                 assert _strategy(control.status(), "s1") == (1, 1)
                 time.sleep(0.05)
+
+
+# A strategy process that arms cancel on disconnect, rests an order, then waits on its updates
+# and says when it is told that its orders were canceled.
+_TOLD = """
+import sys
+from bus.blocking import BlockingOrderExecutionPort
+from ports import PortEvent, PortEventKind
+from tests.contract.helpers import limit
+with BlockingOrderExecutionPort(
+    "frozen", command=sys.argv[1], events=sys.argv[2], cancel_on_disconnect=0.5
+) as port:
+    updates = port.updates(port_events=True)
+    port.submit_order(limit("f1", strategy_id="frozen"))
+    print("placed", flush=True)
+    while True:
+        update = updates.get(timeout=30)
+        if isinstance(update, PortEvent) and update.kind is PortEventKind.CANCELED_ON_DISCONNECT:
+            print("told", flush=True)
+            break
+"""
+
+
+def test_a_strategy_stopped_past_its_timeout_is_canceled_and_told_when_it_runs_again() -> None:
+    with VenueProcess(CONTRACT_VENUE, heartbeat=0.1) as venue:
+        endpoints = venue.endpoints
+        assert endpoints is not None
+        with BlockingControlClient(endpoints.control) as control:
+            strategy = subprocess.Popen(
+                [sys.executable, "-c", _TOLD, endpoints.command, endpoints.events],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                assert strategy.stdout is not None
+                assert strategy.stdout.readline().strip() == "placed"
+                strategy.send_signal(signal.SIGSTOP)  # alive, but silent: its thread too
+                try:
+                    _until(lambda: _strategy(control.status(), "frozen") == (1, 0),
+                           "its order canceled while it was stopped")  # fmt: skip
+                finally:
+                    strategy.send_signal(signal.SIGCONT)
+                # Its keepalive re-arms the watch and its answer says it fired meanwhile.
+                assert strategy.stdout.readline().strip() == "told"
+                assert strategy.wait(WAIT) == 0
+            finally:
+                if strategy.poll() is None:
+                    strategy.kill()
+                    strategy.wait()
+                if strategy.stdout is not None:
+                    strategy.stdout.close()

@@ -217,7 +217,8 @@ def test_the_gateway_applies_the_same_controls_to_the_adapter_behind_it(
             _orderbus("resume", "--all", "--control", endpoints.control)
             _next_event(updates, PortEventKind.TRADING_RESUMED)
             alpha.submit_order(limit("a3", "INITECH", 10, "10.00", strategy_id="alpha"))
-            assert alpha.positions()[0].quantity == 20  # its own, as the gateway counts them
+            # Its own positions, as the gateway counts them (the fill comes after the ack).
+            _wait_for(lambda: alpha.positions()[0].quantity == 20, "a3's fill in its positions")
             # Cancel on disconnect, through the gateway to the adapter: a process of alpha that
             # armed it and is killed has alpha's resting order canceled, and the reports say
             # why, though the adapter was only told cancel-all.

@@ -19,6 +19,7 @@ def test_bench_runs_and_reports_every_measure(tmp_path: Path) -> None:
         [
             sys.executable, "-c", "from bus.cli import main; main()",
             "bench", "--rounds", "1", "--count", "50", "--fan-out-orders", "100",
+            "--fan-out-strategies", "2",
             "--memory-orders", "500", "--output", str(output), "--plots", str(plots),
         ],
         capture_output=True,
@@ -69,7 +70,7 @@ def test_bench_runs_and_reports_every_measure(tmp_path: Path) -> None:
     }
     assert report["codec_us"]["client_floor_per_order"] > 0
     assert report["fan_out"]["lost"] == 0
-    assert report["fan_out"]["fills_received"] == 400
+    assert (report["fan_out"]["strategies"], report["fan_out"]["fills_received"]) == (2, 200)
     assert report["memory"]["resting_orders"] == 500
     assert "ratio p50 to raw" in done.stdout
     assert "CURVE beside plain" in done.stdout

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import zmq
 
 from bus.access import Access
+from bus.backend import SecurityStatus
 from bus.codec import MAX_FRAME_BYTES, strategy_of_topic
 from bus.curve import ServerKey, ServerSecurity
 from bus.limits import ServerLimits
@@ -172,6 +173,16 @@ class Channels:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.01)
+
+    def security_status(self, access: Access) -> SecurityStatus:
+        """What protects the channels, and what was refused."""
+        return SecurityStatus(
+            mode=self.mode,
+            keys=access.keys,
+            refused=access.refused,
+            handshakes_denied=0 if self.security is None else self.security.denied,
+            subscribed_streams=len(self.subscribed),
+        )
 
     def close(self) -> None:
         for socket in (self.command, self.events, self.control):

@@ -5,8 +5,10 @@ latter an index into the former."""
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterable
+from datetime import datetime
 
-from bus.codec import MAX_REPLAY
+from bus.codec import HEARTBEAT_TOPIC, MAX_REPLAY, Heartbeat, encode, strategy_topic
 
 
 class EventLog:
@@ -47,3 +49,21 @@ class EventLog:
         stream = self._streams.get(strategy_id, array("Q"))
         last = min(to_seq, len(stream), from_seq + MAX_REPLAY - 1)
         return tuple(self._frames[v - 1] for v in stream[from_seq - 1 : last])
+
+    def heartbeats(
+        self, session: str, instance: str, venue_time: datetime, strategies: Iterable[str] = ()
+    ) -> list[tuple[bytes, bytes]]:
+        """Topics and frames of one round of heartbeats: the all-events stream's latest number
+        (for monitors), then each of ``strategies`` on its own topic with its own stream's
+        latest number only (a strategy learns nothing of the others' streams)."""
+
+        def beat(seqs: dict[str, int]) -> bytes:
+            return encode(Heartbeat(session=session, instance=instance, venue_seq=self.venue_seq,
+                                    seqs=seqs, venue_time=venue_time))  # fmt: skip
+
+        beats = [(HEARTBEAT_TOPIC, beat({}))]
+        for strategy_id in strategies:
+            beats.append(
+                (strategy_topic(strategy_id), beat({strategy_id: self.stream_seq(strategy_id)}))
+            )
+        return beats

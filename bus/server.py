@@ -138,14 +138,7 @@ class Server:
     @property
     def security(self) -> SecurityStatus:
         """What protects the channels, and what was refused."""
-        channels = self._channels
-        return SecurityStatus(
-            mode=channels.mode,
-            keys=self.access.keys,
-            refused=self.access.refused,
-            handshakes_denied=0 if channels.security is None else channels.security.denied,
-            subscribed_streams=len(channels.subscribed),
-        )
+        return self._channels.security_status(self.access)
 
     @property
     def limits(self) -> LimitsStatus:

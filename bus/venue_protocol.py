@@ -19,8 +19,6 @@ from pydantic import BaseModel
 
 from bus.access import Access
 from bus.codec import (
-    HEARTBEAT_TOPIC,
-    Heartbeat,
     Keepalive,
     KeepaliveReply,
     Replay,
@@ -365,24 +363,8 @@ class VenueProtocol:
     def heartbeats(
         self, venue_time: datetime, strategies: Iterable[str] = ()
     ) -> list[tuple[bytes, bytes]]:
-        """Topics and frames of one round of heartbeats: the all-events stream's latest number
-        (for monitors), then each of ``strategies`` on its own topic with its own stream's
-        latest number only (a strategy learns nothing of the others' streams)."""
-        beats = [(HEARTBEAT_TOPIC, self._heartbeat(venue_time, {}))]
-        for strategy_id in strategies:
-            seqs = {strategy_id: self.stream_seq(strategy_id)}
-            beats.append((strategy_topic(strategy_id), self._heartbeat(venue_time, seqs)))
-        return beats
-
-    def _heartbeat(self, venue_time: datetime, seqs: dict[str, int]) -> bytes:
-        beat = Heartbeat(
-            session=self.session,
-            instance=self.instance,
-            venue_seq=self.venue_seq,
-            seqs=seqs,
-            venue_time=venue_time,
-        )
-        return encode(beat)
+        """Topics and frames of one round of heartbeats (``EventLog.heartbeats``)."""
+        return self.events.heartbeats(self.session, self.instance, venue_time, strategies)
 
     # --- events --------------------------------------------------------------------------------
 

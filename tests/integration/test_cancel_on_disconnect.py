@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 from bus.blocking import BlockingOrderExecutionPort
 from bus.client import ZmqOrderExecutionPort
@@ -17,7 +16,7 @@ from mock_venue.control import VenueStatus
 from mock_venue.control_client import BlockingControlClient, ControlClient
 from mock_venue.process import VenueProcess
 from ports import CancelReason, ExecType, ExecutionReport, PortEvent, PortEventKind
-from tests.contract.helpers import WAIT, limit
+from tests.contract.helpers import WAIT, limit, wait_for
 from tests.contract.venue_setup import CONTRACT_VENUE
 
 TIMEOUT = 1.0  # the strategies' cancel-on-disconnect timeout, seconds
@@ -36,14 +35,6 @@ with BlockingOrderExecutionPort(
         port.submit_order(limit(f"b{{n}}", strategy_id="burst"))
     print("done", flush=True)
 """
-
-
-def _until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def _strategy(status: VenueStatus, strategy_id: str) -> tuple[int, int]:
@@ -75,7 +66,7 @@ def test_a_killed_strategy_leaves_no_order_working_and_a_quiet_one_keeps_its_own
                 stdout=subprocess.DEVNULL,
             )
             try:
-                _until(lambda: _strategy(control.status(), "burst")[1] >= 300, "300 orders in")
+                wait_for(lambda: _strategy(control.status(), "burst")[1] >= 300, "300 orders in")
                 burst.send_signal(signal.SIGKILL)  # mid-burst: no goodbye, no cancel of its own
                 burst.wait(WAIT)
             finally:
@@ -83,7 +74,7 @@ def test_a_killed_strategy_leaves_no_order_working_and_a_quiet_one_keeps_its_own
                     burst.kill()
                     burst.wait()
             killed_at = time.monotonic()
-            _until(
+            wait_for(
                 lambda: _strategy(control.status(), "burst")[1] == 0,
                 "every order of the killed strategy canceled",
                 timeout=TIMEOUT + WAIT,
@@ -143,7 +134,7 @@ def test_a_venue_that_was_stopped_does_not_cancel_on_its_own_silence() -> None:
                 venue.process.send_signal(signal.SIGCONT)
             sent = port._keepalive.sent if port._keepalive is not None else 0
             # Once the venue has run a few heartbeats again, the order is still there.
-            _until(lambda: port._keepalive is not None and port._keepalive.sent >= sent + 3,
+            wait_for(lambda: port._keepalive is not None and port._keepalive.sent >= sent + 3,
                    "three keepalives after the thaw")  # fmt: skip
             assert _strategy(control.status(), "s1") == (1, 1)
 
@@ -221,7 +212,7 @@ def test_a_strategy_stopped_past_its_timeout_is_canceled_and_told_when_it_runs_a
                 assert strategy.stdout.readline().strip() == "placed"
                 strategy.send_signal(signal.SIGSTOP)  # alive, but silent: its thread too
                 try:
-                    _until(lambda: _strategy(control.status(), "frozen") == (1, 0),
+                    wait_for(lambda: _strategy(control.status(), "frozen") == (1, 0),
                            "its order canceled while it was stopped")  # fmt: skip
                 finally:
                     strategy.send_signal(signal.SIGCONT)

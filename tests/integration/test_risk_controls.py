@@ -30,7 +30,7 @@ from ports import (
     ThrottleError,
 )
 from ports.blocking import BlockingUpdateStream
-from tests.contract.helpers import WAIT, limit
+from tests.contract.helpers import WAIT, limit, wait_for
 from tests.contract.venue_setup import CONTRACT_VENUE
 
 RISK = """\
@@ -71,14 +71,6 @@ def _refused(port: BlockingOrderExecutionPort, request: object, reason: ErrorRea
         send(request)  # type: ignore[arg-type]
     assert refused.value.reason is reason
     assert names in refused.value.message
-
-
-def _wait_for(condition: object, what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def _next_event(updates: BlockingUpdateStream[ExecutionReport | PortEvent],
@@ -157,7 +149,7 @@ def test_limits_kill_resume_and_positions_over_the_wire(tmp_path: Path) -> None:
             # The kill switch, from the command line.
             out = _orderbus("kill", "--strategy", "s1", "--control", endpoints.control)
             assert '"canceling":["s1"]' in out
-            _wait_for(lambda: not port.open_orders(), "the kill canceled every open order")
+            wait_for(lambda: not port.open_orders(), "the kill canceled every open order")
             _next_event(updates, PortEventKind.TRADING_HALTED)
             _refused(port, limit("after", quantity=10), ErrorReason.TRADING_HALTED, "halted")
             with pytest.raises(OrderRejectedError) as late:  # a cancel is never blocked
@@ -207,7 +199,7 @@ def test_the_gateway_applies_the_same_controls_to_the_adapter_behind_it(
             _refused(alpha, limit("big", "INITECH", 110, "10.00", strategy_id="alpha"),
                      ErrorReason.LIMIT_EXCEEDED, "max_order_quantity 100")  # fmt: skip
             alpha.submit_order(limit("a1", "INITECH", 10, "10.00", strategy_id="alpha"))
-            _wait_for(lambda: '"quantity":"10"' in _orderbus(
+            wait_for(lambda: '"quantity":"10"' in _orderbus(
                 "positions", "--json", "--strategy", "alpha", "--control", endpoints.control
             ), "the adapter's fill is in the positions")  # fmt: skip
             _orderbus("kill", "--all", "--control", endpoints.control)
@@ -218,7 +210,7 @@ def test_the_gateway_applies_the_same_controls_to_the_adapter_behind_it(
             _next_event(updates, PortEventKind.TRADING_RESUMED)
             alpha.submit_order(limit("a3", "INITECH", 10, "10.00", strategy_id="alpha"))
             # Its own positions, as the gateway counts them (the fill comes after the ack).
-            _wait_for(lambda: alpha.positions()[0].quantity == 20, "a3's fill in its positions")
+            wait_for(lambda: alpha.positions()[0].quantity == 20, "a3's fill in its positions")
             # Cancel on disconnect, through the gateway to the adapter: a process of alpha that
             # armed it and is killed has alpha's resting order canceled, and the reports say
             # why, though the adapter was only told cancel-all.

@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
@@ -50,7 +49,7 @@ from ports.models import (
     ListOpenOrders,
     QueryOrder,
 )
-from tests.contract.helpers import WAIT, limit
+from tests.contract.helpers import WAIT, limit, wait_for
 from tests.contract.venue_setup import CONTRACT_VENUE
 
 
@@ -120,14 +119,6 @@ class Peer:
 
     def close(self) -> None:
         self.context.destroy(linger=0)
-
-
-def wait_for(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {WAIT} s: {what}")
-        time.sleep(0.01)
 
 
 def other_strategy_requests(order: str) -> list[BaseModel]:
